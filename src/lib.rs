@@ -1,0 +1,41 @@
+//! dinov3_perception: onboard perception from one DINOv3 backbone pass per camera frame.
+//!
+//! The chain this crate implements so far:
+//!
+//! ```text
+//! RGB image -> preprocess (resize, normalise, NCHW f32 + mapping back to image pixels)
+//!           -> backend (tract on CPU; TensorRT behind a feature later) -> Features
+//! ```
+//!
+//! * [`model`]: the backbone model file and its manifest, checked against each other.
+//! * [`backend`]: the `check` / `prepare` / `session.run` split; [`backend::tract`] is the CPU backend.
+//! * [`preprocess`]: image -> input tensor, with the [`preprocess::Letterbox`] inverse mapping.
+//! * [`features`]: zero-copy views (CLS, registers, patch grid, intermediate layers) over the outputs.
+//! * [`frame`]: RGB8 frames with capture stamp, sequence number and frame_id; the injected clock.
+//! * [`source`]: frame sources (synthetic scene, image files, V4L2 cameras).
+//! * [`pipeline`]: capture -> newest-wins queue -> inference -> bounded fan-out to sinks.
+//! * [`telemetry`]: logging, rate-limited warnings, fixed-size stage latency histograms.
+//! * [`image_io`]: reading images from files with errors that name the file.
+//! * [`npz`]: writing float32 arrays as NumPy `.npz`.
+//! * [`tolerance`]: named numeric tolerances used to compare against PyTorch references.
+//! * [`commands`]: the bodies of the `inspect` and `features` subcommands.
+//! * [`exit`]: mapping errors to the process exit codes scripts rely on.
+
+pub mod backend;
+pub mod commands;
+pub mod exit;
+pub mod features;
+pub mod frame;
+pub mod image_io;
+pub mod model;
+pub mod npz;
+pub mod pipeline;
+pub mod preprocess;
+pub mod source;
+pub mod telemetry;
+pub mod tolerance;
+
+pub use backend::{Backend, BackendError, BackboneOutputs, PreparedModel, Session};
+pub use features::{Features, FeaturesError, PatchGrid};
+pub use model::{BackboneModel, InputSize, Manifest, ModelError};
+pub use preprocess::{Letterbox, PreprocessError, Preprocessor, ResizeMode, RgbImageView};
