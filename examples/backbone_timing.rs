@@ -24,7 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let model = BackboneModel::load(Path::new(model))?;
     let load_s = start.elapsed().as_secs_f64();
-    let size = model.fixed_input_size().ok_or("bench models are fixed-size")?;
+    let size = model
+        .fixed_input_size()
+        .ok_or("bench models are fixed-size")?;
     let prepared = TractBackend::new(threads).prepare(&model, size)?;
     let mut session = prepared.session()?;
     let prepare_s = start.elapsed().as_secs_f64() - load_s;
@@ -32,7 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let input = match rest.first() {
         Some(dir) => {
             let (shape, data) = read_npy_f32(&Path::new(dir).join("input.npy"))?;
-            InputTensor { shape: [shape[0], shape[1], shape[2], shape[3]], data }
+            InputTensor {
+                shape: [shape[0], shape[1], shape[2], shape[3]],
+                data,
+            }
         }
         None => {
             let mut t = InputTensor::zeros(size);

@@ -2,14 +2,23 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::backend::{backend_by_name, BackendError};
 use crate::features::{Features, FeaturesError};
+use crate::frame::{Clock, SystemClock};
 use crate::image_io::{load_rgb, ImageFileError};
 use crate::model::{BackboneModel, InputSize, ModelError};
 use crate::npz::{write_npz, NamedArray, NpyError};
+use crate::pipeline::{self, InferenceStage, PipelineError, PipelineOptions, PipelineReport};
 use crate::preprocess::{PreprocessError, Preprocessor, ResizeMode};
+use crate::source::convert::PixelFormat;
+use crate::source::files::{FilesConfig, FilesSource};
+use crate::source::synthetic::{SyntheticConfig, SyntheticSource};
+use crate::source::v4l2::{V4l2Config, V4l2Source};
+use crate::source::{FrameSource, SourceError, SourceSpec};
 
 /// Any error of a subcommand.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +41,12 @@ pub enum CommandError {
     /// Outputs do not match the manifest.
     #[error(transparent)]
     Features(#[from] FeaturesError),
+    /// A frame source problem.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The pipeline failed.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
     /// A command-line value is invalid.
     #[error("{0}")]
     Usage(String),
@@ -42,6 +57,14 @@ impl CommandError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CommandError::Backend(e) if !e.is_bad_input() => crate::exit::FAILURE,
+            CommandError::Source(e) if !e.is_bad_input() => crate::exit::FAILURE,
+            CommandError::Pipeline(PipelineError::Source(e)) if e.is_bad_input() => {
+                crate::exit::BAD_INPUT
+            }
+            CommandError::Pipeline(PipelineError::Backend(e)) if e.is_bad_input() => {
+                crate::exit::BAD_INPUT
+            }
+            CommandError::Pipeline(_) => crate::exit::FAILURE,
             _ => crate::exit::BAD_INPUT,
         }
     }
@@ -80,18 +103,32 @@ pub fn inspect(path: &Path) -> Result<String, CommandError> {
     let _ = writeln!(
         out,
         "input size {}",
-        size.map_or("dynamic (any multiple of the patch size)".to_string(), |s| s.to_string())
+        size.map_or(
+            "dynamic (any multiple of the patch size)".to_string(),
+            |s| s.to_string()
+        )
     );
     let _ = writeln!(out, "mean/std   {:?} / {:?}", m.image_mean, m.image_std);
     let _ = writeln!(
         out,
         "source     {}{}{}",
         m.source.kind,
-        m.source.path.as_ref().map_or(String::new(), |p| format!(" {p}")),
-        m.source.seed.map_or(String::new(), |s| format!(" seed {s}"))
+        m.source
+            .path
+            .as_ref()
+            .map_or(String::new(), |p| format!(" {p}")),
+        m.source
+            .seed
+            .map_or(String::new(), |s| format!(" seed {s}"))
     );
     let exporter: Vec<String> = m.exporter.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    let _ = writeln!(out, "exporter   {}; opset {}; producer {}", exporter.join(", "), m.opset, g.producer);
+    let _ = writeln!(
+        out,
+        "exporter   {}; opset {}; producer {}",
+        exporter.join(", "),
+        m.opset,
+        g.producer
+    );
     let _ = writeln!(out, "inputs");
     for i in &g.inputs {
         let _ = writeln!(out, "  {i}");
@@ -116,7 +153,11 @@ pub fn inspect(path: &Path) -> Result<String, CommandError> {
         model.flops(flops_size) as f64 / 1e9,
         flops_size
     );
-    let ops: Vec<String> = g.op_counts.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    let ops: Vec<String> = g
+        .op_counts
+        .iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect();
     let _ = writeln!(out, "graph      {} nodes; {}", g.node_count, ops.join(" "));
     Ok(out)
 }
@@ -191,11 +232,186 @@ pub fn features(opts: &FeaturesOptions) -> Result<FeaturesReport, CommandError> 
     })
 }
 
+/// The model `run` uses when none is given: the tiny architecture-exact DINOv3 fixture shipped
+/// in the repository (random weights; it shows the pipeline working, not real perception).
+pub fn bundled_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/dinov3_tiny.onnx")
+}
+
+/// Options of the `run` subcommand (the node).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Backbone ONNX; `None` = [`bundled_model`].
+    pub model: Option<PathBuf>,
+    /// Where frames come from.
+    pub source: SourceSpec,
+    /// Input size for dynamic models.
+    pub input_size: Option<InputSize>,
+    /// How frames are fitted to the model input.
+    pub resize: ResizeMode,
+    /// Backend name.
+    pub backend: String,
+    /// Threads for matrix products (0 = all cores).
+    pub threads: usize,
+    /// Stop after this many processed frames.
+    pub max_frames: Option<u64>,
+    /// Source frame rate (synthetic, files: target rate, 0 = as fast as possible; v4l2: requested).
+    pub fps: Option<f64>,
+    /// Source image width (synthetic, v4l2).
+    pub width: Option<usize>,
+    /// Source image height (synthetic, v4l2).
+    pub height: Option<usize>,
+    /// Camera pixel format (v4l2).
+    pub pixel_format: Option<PixelFormat>,
+    /// Seed of the synthetic scene.
+    pub seed: u64,
+    /// Loop over an image directory.
+    pub loop_files: bool,
+    /// frame_id of the frames.
+    pub frame_id: String,
+    /// Status line interval.
+    pub status_interval: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            model: None,
+            source: SourceSpec::Synthetic,
+            input_size: None,
+            resize: ResizeMode::Stretch,
+            backend: "tract".into(),
+            threads: 0,
+            max_frames: None,
+            fps: None,
+            width: None,
+            height: None,
+            pixel_format: None,
+            seed: 0,
+            loop_files: false,
+            frame_id: "camera_optical_frame".into(),
+            status_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+fn usize_to_u32(name: &'static str, v: usize) -> Result<u32, CommandError> {
+    u32::try_from(v).map_err(|_| {
+        CommandError::Source(SourceError::BadParameter {
+            name,
+            value: v.to_string(),
+            reason: "too large".into(),
+        })
+    })
+}
+
+/// Build the frame source `opts.source` names.
+pub fn make_source(
+    opts: &RunOptions,
+    clock: Arc<dyn Clock>,
+    stop: Arc<AtomicBool>,
+) -> Result<Box<dyn FrameSource>, CommandError> {
+    Ok(match &opts.source {
+        SourceSpec::Synthetic => {
+            let mut c = SyntheticConfig {
+                seed: opts.seed,
+                frame_id: opts.frame_id.clone(),
+                ..SyntheticConfig::default()
+            };
+            if let Some(fps) = opts.fps {
+                c.fps = fps;
+            }
+            if let Some(w) = opts.width {
+                c.width = w;
+            }
+            if let Some(h) = opts.height {
+                c.height = h;
+            }
+            Box::new(SyntheticSource::new(c, clock)?)
+        }
+        SourceSpec::Dir(dir) => {
+            let mut c = FilesConfig::new(dir.clone());
+            c.loop_forever = opts.loop_files;
+            c.frame_id = opts.frame_id.clone();
+            if let Some(fps) = opts.fps {
+                c.fps = fps;
+            }
+            Box::new(FilesSource::new(c, clock)?)
+        }
+        SourceSpec::V4l2(path) => {
+            let mut c = V4l2Config::new(path.clone());
+            c.frame_id = opts.frame_id.clone();
+            if let Some(f) = opts.pixel_format {
+                c.format = f;
+            }
+            if let Some(w) = opts.width {
+                c.width = usize_to_u32("width", w)?;
+            }
+            if let Some(h) = opts.height {
+                c.height = usize_to_u32("height", h)?;
+            }
+            if let Some(fps) = opts.fps {
+                if !(fps.is_finite() && (1.0..=1000.0).contains(&fps)) {
+                    return Err(SourceError::BadParameter {
+                        name: "fps",
+                        value: fps.to_string(),
+                        reason: "a camera rate is 1..1000 frames per second".into(),
+                    }
+                    .into());
+                }
+                c.fps = fps.round() as u32;
+            }
+            Box::new(V4l2Source::new(c, clock)?.with_stop_flag(stop))
+        }
+    })
+}
+
+/// `run`: the node. Frames from the source, one backbone pass each, until the source ends,
+/// `max_frames` are processed or `stop` is set (SIGINT/SIGTERM). Status lines go to the log.
+pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<PipelineReport, CommandError> {
+    let model_path = opts.model.clone().unwrap_or_else(bundled_model);
+    let model = BackboneModel::load(&model_path)?;
+    let size = model.resolve_size(opts.input_size)?;
+    let backend = backend_by_name(&opts.backend, opts.threads)?;
+    backend.check()?;
+    let start = Instant::now();
+    let prepared = backend.prepare(&model, size)?;
+    log::info!(
+        "model {} ({}, input {size}) prepared on {} in {:.2} s",
+        model_path.display(),
+        model.manifest.variant,
+        backend.name(),
+        start.elapsed().as_secs_f64()
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let source = make_source(opts, clock.clone(), stop.clone())?;
+    let stage = InferenceStage::new(
+        prepared.as_ref(),
+        Arc::new(model.manifest.clone()),
+        opts.resize,
+    )?;
+    let options = PipelineOptions {
+        max_frames: opts.max_frames,
+        status_interval: Some(opts.status_interval),
+        ..PipelineOptions::default()
+    };
+    let report = pipeline::run(
+        source,
+        stage,
+        Vec::new(),
+        &options,
+        clock,
+        stop,
+        &mut |status| log::info!("{}", status.line()),
+    )?;
+    Ok(report)
+}
+
 fn group_digits(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push('_');
         }
         out.push(ch);

@@ -65,7 +65,10 @@ impl<'a> Features<'a> {
         size: InputSize,
     ) -> Result<Self, FeaturesError> {
         let c = manifest.hidden_size;
-        let (gh, gw) = (size.height / manifest.patch_size, size.width / manifest.patch_size);
+        let (gh, gw) = (
+            size.height / manifest.patch_size,
+            size.width / manifest.patch_size,
+        );
         let r = manifest.num_register_tokens;
         let view = |name: &str, shape: &[usize]| -> Result<&'a [f32], FeaturesError> {
             let t = outputs.get(name).ok_or_else(|| FeaturesError {

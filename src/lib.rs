@@ -35,7 +35,7 @@ pub mod source;
 pub mod telemetry;
 pub mod tolerance;
 
-pub use backend::{Backend, BackendError, BackboneOutputs, PreparedModel, Session};
+pub use backend::{BackboneOutputs, Backend, BackendError, PreparedModel, Session};
 pub use features::{Features, FeaturesError, PatchGrid};
 pub use model::{BackboneModel, InputSize, Manifest, ModelError};
 pub use preprocess::{Letterbox, PreprocessError, Preprocessor, ResizeMode, RgbImageView};

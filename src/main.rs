@@ -2,12 +2,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use dinov3_perception::commands::{self, CommandError, FeaturesOptions};
+use dinov3_perception::commands::{self, CommandError, FeaturesOptions, RunOptions};
 use dinov3_perception::exit;
 use dinov3_perception::preprocess::ResizeMode;
+use dinov3_perception::source::convert::PixelFormat;
+use dinov3_perception::source::SourceSpec;
 
 /// One DINOv3 backbone pass per camera frame, feeding every perception task.
 #[derive(Debug, Parser)]
@@ -25,8 +30,66 @@ enum Resize {
     Letterbox,
 }
 
+impl From<Resize> for ResizeMode {
+    fn from(r: Resize) -> Self {
+        match r {
+            Resize::Stretch => ResizeMode::Stretch,
+            Resize::Letterbox => ResizeMode::Letterbox,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the node: frames from a source, one backbone pass per frame, live status line.
+    /// With no options: the synthetic scene and the bundled tiny model (no camera, no network).
+    Run {
+        /// Frame source: synthetic | v4l2:/dev/videoN (or /dev/v4l/by-id/...) | dir:PATH
+        #[arg(long, default_value = "synthetic")]
+        source: SourceSpec,
+        /// Backbone .onnx file (default: the bundled tiny fixture model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Stop after this many processed frames.
+        #[arg(long)]
+        max_frames: Option<u64>,
+        /// Source frame rate (synthetic/dir: target, 0 = as fast as possible; v4l2: requested).
+        #[arg(long)]
+        fps: Option<f64>,
+        /// Source image width (synthetic, v4l2).
+        #[arg(long)]
+        width: Option<usize>,
+        /// Source image height (synthetic, v4l2).
+        #[arg(long)]
+        height: Option<usize>,
+        /// Camera pixel format (v4l2): yuyv | mjpeg | rgb24 | grey.
+        #[arg(long)]
+        pixel_format: Option<PixelFormat>,
+        /// Seed of the synthetic scene.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Loop over the images of a dir: source.
+        #[arg(long)]
+        loop_files: bool,
+        /// frame_id stamped on the frames.
+        #[arg(long, default_value = "camera_optical_frame")]
+        frame_id: String,
+        /// Input size HEIGHTxWIDTH for a dynamic model.
+        #[arg(long)]
+        input_size: Option<String>,
+        /// How frames are fitted to the model input.
+        #[arg(long, value_enum, default_value = "stretch")]
+        resize: Resize,
+        /// Inference backend.
+        #[arg(long, default_value = "tract")]
+        backend: String,
+        /// Threads for matrix products (0 = all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Seconds between status lines.
+        #[arg(long, default_value_t = 1.0)]
+        status_interval: f64,
+    },
     /// Print a backbone model's manifest, inputs/outputs, parameter count and FLOP estimate.
     Inspect {
         /// Backbone .onnx file (its .json manifest must sit beside it).
@@ -60,6 +123,80 @@ enum Command {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run {
+            source,
+            model,
+            max_frames,
+            fps,
+            width,
+            height,
+            pixel_format,
+            seed,
+            loop_files,
+            frame_id,
+            input_size,
+            resize,
+            backend,
+            threads,
+            status_interval,
+        } => {
+            let input_size = input_size
+                .as_deref()
+                .map(commands::parse_input_size)
+                .transpose()?;
+            if !(status_interval.is_finite() && status_interval > 0.0) {
+                return Err(CommandError::Usage(format!(
+                    "--status-interval {status_interval} must be a positive number of seconds"
+                ))
+                .into());
+            }
+            let opts = RunOptions {
+                model,
+                source,
+                input_size,
+                resize: resize.into(),
+                backend,
+                threads,
+                max_frames,
+                fps,
+                width,
+                height,
+                pixel_format,
+                seed,
+                loop_files,
+                frame_id,
+                status_interval: Duration::from_secs_f64(status_interval),
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            {
+                let stop = stop.clone();
+                // SIGINT and SIGTERM (the `termination` feature): stop, drain, close, exit 0.
+                ctrlc::set_handler(move || {
+                    if stop.swap(true, Ordering::SeqCst) {
+                        // A second signal while draining: leave at once.
+                        std::process::exit(exit::FAILURE);
+                    }
+                })
+                .context("installing the SIGINT/SIGTERM handler")?;
+            }
+            let report = commands::run(&opts, stop)?;
+            let sink_drops: u64 = report.sink_drops.values().sum();
+            log::info!(
+                "stopped after {:.1} s: {} frames captured, {} processed ({:.1} fps), {} dropped (newest wins), {} failed, {} sink drops; source: {} skipped, {} reconnects",
+                report.elapsed.as_secs_f64(),
+                report.captured,
+                report.processed,
+                report.processed as f64 / report.elapsed.as_secs_f64().max(1e-9),
+                report.dropped,
+                report.failed,
+                sink_drops,
+                report.source.skipped,
+                report.source.reconnects
+            );
+            if let Some(e) = report.source_error {
+                anyhow::bail!("the source failed: {e}");
+            }
+        }
         Command::Inspect { model } => {
             let text = commands::inspect(&model)?;
             print!("{text}");
@@ -82,10 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 image,
                 out: out.clone(),
                 input_size,
-                resize: match resize {
-                    Resize::Stretch => ResizeMode::Stretch,
-                    Resize::Letterbox => ResizeMode::Letterbox,
-                },
+                resize: resize.into(),
                 backend,
                 threads,
             };

@@ -263,7 +263,9 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { verify_sha256: true }
+        Self {
+            verify_sha256: true,
+        }
     }
 }
 
@@ -357,7 +359,9 @@ impl BackboneModel {
             return bad("image_std must be finite and positive, image_mean finite".into());
         }
         if m.dynamic != (m.input_height.is_none() && m.input_width.is_none()) {
-            return bad("dynamic models have null input_height/input_width, fixed models have both".into());
+            return bad(
+                "dynamic models have null input_height/input_width, fixed models have both".into(),
+            );
         }
         if let (Some(h), Some(w)) = (m.input_height, m.input_width) {
             self.validate_size(InputSize {
@@ -376,7 +380,8 @@ impl BackboneModel {
                 m.onnx_file
             )));
         }
-        let mut expected_outputs: Vec<String> = CORE_OUTPUTS.iter().map(|s| s.to_string()).collect();
+        let mut expected_outputs: Vec<String> =
+            CORE_OUTPUTS.iter().map(|s| s.to_string()).collect();
         for layer in &m.layers {
             if *layer == 0 || *layer > m.num_layers {
                 return bad(format!(
@@ -458,15 +463,16 @@ impl BackboneModel {
         Ok(())
     }
 
-    fn check_dims(&self, sig: &TensorSignature, expected: &[Option<i64>]) -> Result<(), ModelError> {
+    fn check_dims(
+        &self,
+        sig: &TensorSignature,
+        expected: &[Option<i64>],
+    ) -> Result<(), ModelError> {
         if sig.elem_type != "float32" {
             return Err(self.mismatch(format!("{sig}: expected float32")));
         }
         if sig.dims.len() != expected.len() {
-            return Err(self.mismatch(format!(
-                "{sig}: expected rank {}",
-                expected.len()
-            )));
+            return Err(self.mismatch(format!("{sig}: expected rank {}", expected.len())));
         }
         for (dim, want) in sig.dims.iter().zip(expected) {
             if let (Dim::Fixed(have), Some(want)) = (dim, want) {
@@ -511,7 +517,11 @@ impl BackboneModel {
             width: size.width,
             reason,
         };
-        if size.height == 0 || size.width == 0 || size.height % p != 0 || size.width % p != 0 {
+        if size.height == 0
+            || size.width == 0
+            || !size.height.is_multiple_of(p)
+            || !size.width.is_multiple_of(p)
+        {
             let round = |v: usize| (v.max(p).div_ceil(p)) * p;
             return Err(err(format!(
                 "height and width must be positive multiples of the patch size {p}; use {}x{}",
@@ -584,7 +594,10 @@ pub fn vit_flops(m: &Manifest, size: InputSize) -> u64 {
 }
 
 fn names(sigs: &[TensorSignature]) -> String {
-    sigs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    sigs.iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest, ModelError> {
@@ -604,12 +617,13 @@ fn read_proto(path: &Path) -> Result<pb::ModelProto, ModelError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let proto = tract_onnx::onnx()
-        .proto_model_for_path(path)
-        .map_err(|e| ModelError::CorruptOnnx {
-            path: path.to_path_buf(),
-            reason: format!("{e:#}"),
-        })?;
+    let proto =
+        tract_onnx::onnx()
+            .proto_model_for_path(path)
+            .map_err(|e| ModelError::CorruptOnnx {
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            })?;
     if proto.graph.is_none() {
         return Err(ModelError::CorruptOnnx {
             path: path.to_path_buf(),

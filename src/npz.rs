@@ -51,7 +51,12 @@ pub fn write_npz(path: &Path, arrays: &[NamedArray]) -> Result<(), NpyError> {
         if expected != a.data.len() {
             return Err(NpyError::Format {
                 path: path.to_path_buf(),
-                reason: format!("array {} has {} values for shape {:?}", a.name, a.data.len(), a.shape),
+                reason: format!(
+                    "array {} has {} values for shape {:?}",
+                    a.name,
+                    a.data.len(),
+                    a.shape
+                ),
             });
         }
         let options =

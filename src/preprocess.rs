@@ -244,7 +244,10 @@ impl Preprocessor {
     }
 
     /// Preprocess into a new tensor.
-    pub fn run(&mut self, image: &RgbImageView) -> Result<(InputTensor, Letterbox), PreprocessError> {
+    pub fn run(
+        &mut self,
+        image: &RgbImageView,
+    ) -> Result<(InputTensor, Letterbox), PreprocessError> {
         let mut tensor = InputTensor::zeros(self.size);
         let letterbox = self.run_into(image, &mut tensor)?;
         Ok((tensor, letterbox))
@@ -265,8 +268,11 @@ impl Preprocessor {
         self.scaled.clear();
         self.scaled.reserve(image.width * image.height * 3);
         for row in image.data.chunks(image.stride).take(image.height) {
-            self.scaled
-                .extend(row[..image.width * 3].iter().map(|&v| v as f32 * (1.0 / 255.0)));
+            self.scaled.extend(
+                row[..image.width * 3]
+                    .iter()
+                    .map(|&v| v as f32 * (1.0 / 255.0)),
+            );
         }
         self.resized.resize(rw * rh * 3, 0.0);
         if rw == image.width && rh == image.height {
@@ -379,7 +385,8 @@ mod tests {
         let std = [0.229, 0.224, 0.225];
         let data = vec![200u8; 40 * 20 * 3];
         let mut p =
-            Preprocessor::with_normalisation(size(32, 32), ResizeMode::Letterbox, mean, std).unwrap();
+            Preprocessor::with_normalisation(size(32, 32), ResizeMode::Letterbox, mean, std)
+                .unwrap();
         let (t, lb) = p.run(&RgbImageView::packed(40, 20, &data)).unwrap();
         let (_, y0, _, ch) = lb.content_rect();
         assert_eq!((y0, ch), (8, 16));
@@ -402,17 +409,25 @@ mod tests {
         }
         let mean = [0.5; 3];
         let std = [0.25; 3];
-        let mut p = Preprocessor::with_normalisation(size(16, 16), ResizeMode::Stretch, mean, std).unwrap();
+        let mut p =
+            Preprocessor::with_normalisation(size(16, 16), ResizeMode::Stretch, mean, std).unwrap();
         let a = p.run(&RgbImageView::packed(w, h, &packed)).unwrap();
         let b = p
-            .run(&RgbImageView { width: w, height: h, stride: w * 3 + 5, data: &strided })
+            .run(&RgbImageView {
+                width: w,
+                height: h,
+                stride: w * 3 + 5,
+                data: &strided,
+            })
             .unwrap();
         assert_eq!(a, b);
     }
 
     #[test]
     fn short_and_empty_buffers_are_errors_not_panics() {
-        let mut p = Preprocessor::with_normalisation(size(16, 16), ResizeMode::Stretch, [0.0; 3], [1.0; 3]).unwrap();
+        let mut p =
+            Preprocessor::with_normalisation(size(16, 16), ResizeMode::Stretch, [0.0; 3], [1.0; 3])
+                .unwrap();
         let data = vec![0u8; 10];
         assert!(matches!(
             p.run(&RgbImageView::packed(4, 4, &data)),

@@ -62,7 +62,11 @@ pub fn compare(actual: &[f32], expected: &[f32]) -> Option<Comparison> {
 
 /// Mean over rows of the cosine similarity between matching rows of length `dim`.
 pub fn mean_row_cosine(actual: &[f32], expected: &[f32], dim: usize) -> Option<f64> {
-    if dim == 0 || actual.len() != expected.len() || actual.len() % dim != 0 || actual.is_empty() {
+    if dim == 0
+        || actual.len() != expected.len()
+        || !actual.len().is_multiple_of(dim)
+        || actual.is_empty()
+    {
         return None;
     }
     let rows = actual.len() / dim;

@@ -20,10 +20,18 @@ fn check_parity(model_path: &Path, reference: &Path, threads: usize) {
     let model = BackboneModel::load(model_path).expect("fixture model loads");
     let (shape, data) = npy(&reference.join("input.npy"));
     assert_eq!(shape.len(), 4);
-    let size = InputSize { height: shape[2], width: shape[3] };
-    let prepared = TractBackend::new(threads).prepare(&model, size).expect("prepare");
+    let size = InputSize {
+        height: shape[2],
+        width: shape[3],
+    };
+    let prepared = TractBackend::new(threads)
+        .prepare(&model, size)
+        .expect("prepare");
     let mut session = prepared.session().expect("session");
-    let input = InputTensor { shape: [shape[0], shape[1], shape[2], shape[3]], data };
+    let input = InputTensor {
+        shape: [shape[0], shape[1], shape[2], shape[3]],
+        data,
+    };
     let outputs = session.run(&input).expect("run");
     let features = Features::new(&outputs, &model.manifest, size).expect("shapes match manifest");
     assert_eq!(features.patch_grid().height, size.height / 16);
@@ -32,13 +40,21 @@ fn check_parity(model_path: &Path, reference: &Path, threads: usize) {
     let c = model.manifest.hidden_size;
     for name in &model.manifest.outputs {
         let (ref_shape, expected) = npy(&reference.join(format!("{name}.npy")));
-        let actual = outputs.get(name).unwrap_or_else(|| panic!("output {name} missing"));
+        let actual = outputs
+            .get(name)
+            .unwrap_or_else(|| panic!("output {name} missing"));
         assert_eq!(actual.shape, ref_shape, "{name} shape");
         let cmp = compare(actual.data(), &expected).expect("same length");
         let cos = mean_row_cosine(actual.data(), &expected, c).expect("rows");
-        eprintln!("{} {name}: {cmp}; mean cosine {cos:.9}", model_path.display());
+        eprintln!(
+            "{} {name}: {cmp}; mean cosine {cos:.9}",
+            model_path.display()
+        );
         assert_eq!(cmp.non_finite, 0, "{name}: {cmp}");
-        assert!(cmp.max_abs <= BACKBONE_MAX_ABS, "{name}: {cmp} > {BACKBONE_MAX_ABS}");
+        assert!(
+            cmp.max_abs <= BACKBONE_MAX_ABS,
+            "{name}: {cmp} > {BACKBONE_MAX_ABS}"
+        );
         assert!(
             cos >= BACKBONE_MIN_MEAN_COSINE,
             "{name}: mean cosine {cos} < {BACKBONE_MIN_MEAN_COSINE}"
@@ -79,15 +95,25 @@ fn views_slice_the_outputs_without_copying() {
     let model = BackboneModel::load(&fixture("tiny/dinov3_tiny.onnx")).unwrap();
     let size = model.fixed_input_size().unwrap();
     let prepared = TractBackend::new(1).prepare(&model, size).unwrap();
-    let outputs = prepared.session().unwrap().run(&InputTensor::zeros(size)).unwrap();
+    let outputs = prepared
+        .session()
+        .unwrap()
+        .run(&InputTensor::zeros(size))
+        .unwrap();
     let f = Features::new(&outputs, &model.manifest, size).unwrap();
     let patch = outputs.get("patch_tokens").unwrap().data();
     assert!(std::ptr::eq(f.patch_grid().as_slice(), patch));
     let c = f.channels();
     let (gh, gw) = (f.patch_grid().height, f.patch_grid().width);
-    assert_eq!(f.patch_grid().token(gh - 1, gw - 1).unwrap(), &patch[(gh * gw - 1) * c..]);
+    assert_eq!(
+        f.patch_grid().token(gh - 1, gw - 1).unwrap(),
+        &patch[(gh * gw - 1) * c..]
+    );
     assert!(f.patch_grid().token(gh, 0).is_none());
-    assert_eq!(f.register(3).unwrap(), &outputs.get("registers").unwrap().data()[3 * c..]);
+    assert_eq!(
+        f.register(3).unwrap(),
+        &outputs.get("registers").unwrap().data()[3 * c..]
+    );
     assert!(f.register(4).is_none());
     for layer in &model.manifest.layers {
         assert!(f.layer(*layer).is_some());

@@ -38,7 +38,8 @@ fn tiny_copy(
     let src = fixture("tiny/dinov3_tiny.onnx");
     let bytes = std::fs::read(&src).unwrap();
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.with_extension("json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(src.with_extension("json")).unwrap())
+            .unwrap();
     let dst = dir.join("dinov3_tiny.onnx");
     std::fs::write(&dst, onnx(bytes)).unwrap();
     std::fs::write(dst.with_extension("json"), manifest(json).to_string()).unwrap();
@@ -51,10 +52,20 @@ fn photo() -> String {
 
 #[test]
 fn inspect_prints_manifest_io_parameters_and_flops() {
-    let o = bin(&["inspect", fixture("tiny/dinov3_tiny.onnx").to_str().unwrap()]);
+    let o = bin(&[
+        "inspect",
+        fixture("tiny/dinov3_tiny.onnx").to_str().unwrap(),
+    ]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", stderr(&o));
-    for needle in ["variant    tiny", "pixel_values float32 [1, 3, 64, 96]", "patch_tokens float32 [1, 24, 64]", "parameters", "FLOPs", "(verified)"] {
+    for needle in [
+        "variant    tiny",
+        "pixel_values float32 [1, 3, 64, 96]",
+        "patch_tokens float32 [1, 24, 64]",
+        "parameters",
+        "FLOPs",
+        "(verified)",
+    ] {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
 }
@@ -64,14 +75,24 @@ fn features_writes_an_npz_numpy_can_read() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("f.npz");
     let o = bin(&[
-        "features", "--model", fixture("tiny/dinov3_tiny.onnx").to_str().unwrap(),
-        "--image", &photo(), "--out", out.to_str().unwrap(), "--threads", "1",
+        "features",
+        "--model",
+        fixture("tiny/dinov3_tiny.onnx").to_str().unwrap(),
+        "--image",
+        &photo(),
+        "--out",
+        out.to_str().unwrap(),
+        "--threads",
+        "1",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut npz = npyz::npz::NpzArchive::open(&out).unwrap();
     let mut names: Vec<String> = npz.array_names().map(String::from).collect();
     names.sort();
-    assert_eq!(names, ["cls", "layer_1", "layer_2", "patch_tokens", "registers"]);
+    assert_eq!(
+        names,
+        ["cls", "layer_1", "layer_2", "patch_tokens", "registers"]
+    );
     let patch = npz.by_name("patch_tokens").unwrap().unwrap();
     assert_eq!(patch.shape(), &[1, 24, 64]);
     let values = patch.into_vec::<f32>().unwrap();
@@ -98,7 +119,12 @@ fn corrupt_onnx() {
     let dir = tempfile::tempdir().unwrap();
     let m = tiny_copy(
         dir.path(),
-        |b| b.iter().enumerate().map(|(i, v)| v ^ (i as u8).wrapping_mul(31) | 1).collect(),
+        |b| {
+            b.iter()
+                .enumerate()
+                .map(|(i, v)| v ^ (i as u8).wrapping_mul(31) | 1)
+                .collect()
+        },
         |j| j,
     );
     let o = bin(&["inspect", m.to_str().unwrap()]);
@@ -125,17 +151,33 @@ fn flipped_byte_fails_the_checksum() {
 #[test]
 fn manifest_that_disagrees_with_the_graph() {
     let dir = tempfile::tempdir().unwrap();
-    let m = tiny_copy(dir.path(), |b| b, |mut j| {
-        j["hidden_size"] = 128.into();
-        j
-    });
+    let m = tiny_copy(
+        dir.path(),
+        |b| b,
+        |mut j| {
+            j["hidden_size"] = 128.into();
+            j
+        },
+    );
     let o = bin(&["inspect", m.to_str().unwrap()]);
-    assert_bad_input(&o, &["does not match", "patch_tokens", "export_backbone.py"]);
+    assert_bad_input(
+        &o,
+        &[
+            "does not match",
+            "cls float32 [1, 64]",
+            "expected [1, 128]",
+            "export_backbone.py",
+        ],
+    );
 
-    let m = tiny_copy(dir.path(), |b| b, |mut j| {
-        j["input_height"] = 80.into();
-        j
-    });
+    let m = tiny_copy(
+        dir.path(),
+        |b| b,
+        |mut j| {
+            j["input_height"] = 80.into();
+            j
+        },
+    );
     let o = bin(&["inspect", m.to_str().unwrap()]);
     assert_bad_input(&o, &["does not match", "pixel_values"]);
 }
@@ -143,13 +185,23 @@ fn manifest_that_disagrees_with_the_graph() {
 #[test]
 fn manifest_with_unknown_field_or_bad_json() {
     let dir = tempfile::tempdir().unwrap();
-    let m = tiny_copy(dir.path(), |b| b, |mut j| {
-        j["colour"] = "blue".into();
-        j
-    });
-    assert_bad_input(&bin(&["inspect", m.to_str().unwrap()]), &["unknown field", "manifest"]);
+    let m = tiny_copy(
+        dir.path(),
+        |b| b,
+        |mut j| {
+            j["colour"] = "blue".into();
+            j
+        },
+    );
+    assert_bad_input(
+        &bin(&["inspect", m.to_str().unwrap()]),
+        &["unknown field", "manifest"],
+    );
     std::fs::write(m.with_extension("json"), "{").unwrap();
-    assert_bad_input(&bin(&["inspect", m.to_str().unwrap()]), &["dinov3_tiny.json"]);
+    assert_bad_input(
+        &bin(&["inspect", m.to_str().unwrap()]),
+        &["dinov3_tiny.json"],
+    );
 }
 
 #[test]
@@ -158,10 +210,18 @@ fn undecodable_image() {
     let img = dir.path().join("photo.png");
     std::fs::write(&img, b"this is not a png").unwrap();
     let o = bin(&[
-        "features", "--model", fixture("tiny/dinov3_tiny.onnx").to_str().unwrap(),
-        "--image", img.to_str().unwrap(), "--out", dir.path().join("o.npz").to_str().unwrap(),
+        "features",
+        "--model",
+        fixture("tiny/dinov3_tiny.onnx").to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--out",
+        dir.path().join("o.npz").to_str().unwrap(),
     ]);
-    assert_bad_input(&o, &["cannot decode image", img.to_str().unwrap(), "PNG or JPEG"]);
+    assert_bad_input(
+        &o,
+        &["cannot decode image", img.to_str().unwrap(), "PNG or JPEG"],
+    );
     assert!(!dir.path().join("o.npz").exists());
 }
 
@@ -170,24 +230,48 @@ fn input_size_not_a_multiple_of_16() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixture("tiny_dynamic/dinov3_tiny_dynamic.onnx");
     let o = bin(&[
-        "features", "--model", model.to_str().unwrap(), "--image", &photo(),
-        "--out", dir.path().join("o.npz").to_str().unwrap(), "--input-size", "70x96",
+        "features",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        &photo(),
+        "--out",
+        dir.path().join("o.npz").to_str().unwrap(),
+        "--input-size",
+        "70x96",
     ]);
-    assert_bad_input(&o, &["70x96", "multiples of the patch size 16", "use 80x96"]);
+    assert_bad_input(
+        &o,
+        &["70x96", "multiples of the patch size 16", "use 80x96"],
+    );
 
     // A fixed-size model refuses any other size, naming the export option that fixes it.
     let o = bin(&[
-        "features", "--model", fixture("tiny/dinov3_tiny.onnx").to_str().unwrap(), "--image", &photo(),
-        "--out", dir.path().join("o.npz").to_str().unwrap(), "--input-size", "32x32",
+        "features",
+        "--model",
+        fixture("tiny/dinov3_tiny.onnx").to_str().unwrap(),
+        "--image",
+        &photo(),
+        "--out",
+        dir.path().join("o.npz").to_str().unwrap(),
+        "--input-size",
+        "32x32",
     ]);
     assert_bad_input(&o, &["exported for 64x96", "--dynamic"]);
 
     // A manifest claiming a size that is not a multiple of 16.
-    let m = tiny_copy(dir.path(), |b| b, |mut j| {
-        j["input_height"] = 70.into();
-        j
-    });
-    assert_bad_input(&bin(&["inspect", m.to_str().unwrap()]), &["multiples of the patch size"]);
+    let m = tiny_copy(
+        dir.path(),
+        |b| b,
+        |mut j| {
+            j["input_height"] = 70.into();
+            j
+        },
+    );
+    assert_bad_input(
+        &bin(&["inspect", m.to_str().unwrap()]),
+        &["multiples of the patch size"],
+    );
 }
 
 #[test]
@@ -195,8 +279,13 @@ fn dynamic_model_without_size_says_how_to_give_one() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixture("tiny_dynamic/dinov3_tiny_dynamic.onnx");
     let o = bin(&[
-        "features", "--model", model.to_str().unwrap(), "--image", &photo(),
-        "--out", dir.path().join("o.npz").to_str().unwrap(),
+        "features",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        &photo(),
+        "--out",
+        dir.path().join("o.npz").to_str().unwrap(),
     ]);
     assert_bad_input(&o, &["--input-size"]);
 }

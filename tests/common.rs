@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 /// `tests/fixtures/...` under the crate root.
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 /// Read a float32 .npy fixture.

@@ -63,7 +63,9 @@ impl BackendError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            BackendError::Model(_) | BackendError::InputShape { .. } | BackendError::Unavailable { .. }
+            BackendError::Model(_)
+                | BackendError::InputShape { .. }
+                | BackendError::Unavailable { .. }
         )
     }
 }

@@ -11,7 +11,7 @@ use tract_onnx::tract_core::runtime::RunOptions;
 use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 use super::{
-    Backend, BackboneOutputs, BackendError, InputTensor, OutputStorage, OutputTensor,
+    BackboneOutputs, Backend, BackendError, InputTensor, OutputStorage, OutputTensor,
     PreparedModel, Session,
 };
 use crate::model::{BackboneModel, InputSize};

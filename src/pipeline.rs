@@ -1,0 +1,586 @@
+//! The threaded pipeline: capture -> (newest frame wins) -> inference -> bounded fan-out to sinks.
+//!
+//! ```text
+//! capture thread --[capacity 1, newest wins]--> inference thread --+--[bounded]--> sink thread 1
+//!                                                                  +--[bounded]--> sink thread 2
+//! ```
+//!
+//! * A slow model never builds a backlog: the capture thread replaces a frame the inference thread
+//!   has not taken yet, and counts the drop.
+//! * A slow sink never stalls inference or the other sinks: each has its own bounded queue; when
+//!   one is full the result is dropped for that sink only, counted and reported.
+//! * Stopping (SIGINT/SIGTERM, `max_frames`, end of stream): the source is stopped, the frame
+//!   still queued is processed, each sink drains its queue and is closed, then `run` returns.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use crate::backend::{BackboneOutputs, BackendError, InputTensor, PreparedModel, Session};
+use crate::features::{Features, FeaturesError};
+use crate::frame::{Clock, Frame, Stamp};
+use crate::model::{InputSize, Manifest};
+use crate::preprocess::{Letterbox, PreprocessError, Preprocessor, ResizeMode};
+use crate::source::{FrameSource, SourceError, SourceStats};
+use crate::telemetry::{RateLimit, StageTimings};
+
+/// Stage names used in timings and the status line, in pipeline order.
+pub const STAGES: &[&str] = &["capture", "queue", "preprocess", "backbone", "heads", "e2e"];
+
+/// Errors that stop the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The source failed to start or failed for good.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The backend could not make a session.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Preprocessing could not be set up.
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    /// A pipeline thread panicked (a bug).
+    #[error("pipeline thread {0} panicked")]
+    Panicked(&'static str),
+}
+
+/// Errors reported by a sink (logged, rate-limited; the pipeline goes on).
+#[derive(Debug, thiserror::Error)]
+#[error("sink {sink}: {reason}")]
+pub struct SinkError {
+    /// Sink name.
+    pub sink: String,
+    /// What failed.
+    pub reason: String,
+}
+
+/// Per-frame stage times measured by the inference thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FrameTimings {
+    /// Waiting in the frame queue.
+    pub queue: Duration,
+    /// Preprocessing.
+    pub preprocess: Duration,
+    /// Backbone pass.
+    pub backbone: Duration,
+    /// All heads.
+    pub heads: Duration,
+}
+
+/// Everything computed for one frame, shared read-only with every sink.
+#[derive(Debug)]
+pub struct FrameResult {
+    /// The frame.
+    pub frame: Frame,
+    /// Model input size.
+    pub input_size: InputSize,
+    /// Mapping between model-input and frame pixels.
+    pub letterbox: Letterbox,
+    /// Backbone outputs.
+    pub outputs: BackboneOutputs,
+    /// The backbone's manifest.
+    pub manifest: Arc<Manifest>,
+    /// Stage times.
+    pub timings: FrameTimings,
+    /// When the results were ready, on the node clock.
+    pub ready: Stamp,
+}
+
+impl FrameResult {
+    /// Views over the backbone outputs.
+    pub fn features(&self) -> Result<Features<'_>, FeaturesError> {
+        Features::new(&self.outputs, &self.manifest, self.input_size)
+    }
+}
+
+/// A consumer of results (ROS publisher, recorder, ...), run on its own thread.
+pub trait Sink: Send {
+    /// Name for logs and timings.
+    fn name(&self) -> String;
+    /// Handle one result.
+    fn consume(&mut self, result: &FrameResult) -> Result<(), SinkError>;
+    /// Flush and release; called once after the last result.
+    fn close(&mut self) -> Result<(), SinkError>;
+}
+
+/// Preprocessing plus one backbone pass per frame (heads join here).
+pub struct InferenceStage {
+    session: Box<dyn Session>,
+    preprocessor: Preprocessor,
+    manifest: Arc<Manifest>,
+    input: InputTensor,
+    backbone_passes: Arc<AtomicU64>,
+}
+
+impl InferenceStage {
+    /// A stage running `prepared` with the manifest's normalisation.
+    pub fn new(
+        prepared: &dyn PreparedModel,
+        manifest: Arc<Manifest>,
+        resize: ResizeMode,
+    ) -> Result<Self, PipelineError> {
+        let size = prepared.input_size();
+        Ok(Self {
+            session: prepared.session()?,
+            preprocessor: Preprocessor::new(&manifest, size, resize)?,
+            manifest,
+            input: InputTensor::zeros(size),
+            backbone_passes: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Counter of backbone passes (one per processed frame, whatever the heads).
+    pub fn backbone_passes(&self) -> Arc<AtomicU64> {
+        self.backbone_passes.clone()
+    }
+
+    fn process(
+        &mut self,
+        frame: Frame,
+        queued: Duration,
+        clock: &dyn Clock,
+    ) -> Result<FrameResult, String> {
+        let t0 = Instant::now();
+        let letterbox = self
+            .preprocessor
+            .run_into(&frame.view(), &mut self.input)
+            .map_err(|e| format!("frame {}: {e}", frame.seq))?;
+        let t1 = Instant::now();
+        let outputs = self
+            .session
+            .run(&self.input)
+            .map_err(|e| format!("frame {}: {e}", frame.seq))?;
+        self.backbone_passes.fetch_add(1, Ordering::Relaxed);
+        let t2 = Instant::now();
+        Ok(FrameResult {
+            frame,
+            input_size: self.preprocessor.input_size(),
+            letterbox,
+            outputs,
+            manifest: self.manifest.clone(),
+            timings: FrameTimings {
+                queue: queued,
+                preprocess: t1 - t0,
+                backbone: t2 - t1,
+                heads: Duration::ZERO,
+            },
+            ready: clock.now(),
+        })
+    }
+}
+
+/// Options of a pipeline run.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Stop after this many processed frames.
+    pub max_frames: Option<u64>,
+    /// Queue capacity in front of each sink.
+    pub sink_capacity: usize,
+    /// How often to report status (`None`: never).
+    pub status_interval: Option<Duration>,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            max_frames: None,
+            sink_capacity: 4,
+            status_interval: Some(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// A snapshot for the status line.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Seconds since start.
+    pub elapsed: Duration,
+    /// Processed frames per second over the last interval.
+    pub fps: f64,
+    /// Frames captured so far.
+    pub captured: u64,
+    /// Frames processed so far.
+    pub processed: u64,
+    /// Frames replaced in the queue before inference took them (newest wins).
+    pub dropped: u64,
+    /// Results dropped per sink because its queue was full.
+    pub sink_drops: BTreeMap<String, u64>,
+    /// Stage latencies over the last interval.
+    pub timings: StageTimings,
+}
+
+impl Status {
+    /// One line: fps, p50/p99 per stage in ms, drops.
+    pub fn line(&self) -> String {
+        let sink_drops: u64 = self.sink_drops.values().sum();
+        format!(
+            "{:.1} fps | frames {} processed, {} dropped, {} sink drops | p50/p99 ms:{}",
+            self.fps,
+            self.processed,
+            self.dropped,
+            sink_drops,
+            self.timings.summary(STAGES)
+        )
+    }
+}
+
+/// What happened in a run.
+#[derive(Debug, Clone)]
+pub struct PipelineReport {
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Frames the source delivered.
+    pub captured: u64,
+    /// Frames processed.
+    pub processed: u64,
+    /// Frames dropped by the newest-wins queue.
+    pub dropped: u64,
+    /// Frames that failed in inference.
+    pub failed: u64,
+    /// Backbone passes (equals `processed`).
+    pub backbone_passes: u64,
+    /// Results dropped per sink.
+    pub sink_drops: BTreeMap<String, u64>,
+    /// Results each sink consumed.
+    pub sink_consumed: BTreeMap<String, u64>,
+    /// Stage latencies over the whole run.
+    pub timings: StageTimings,
+    /// The source's counters.
+    pub source: SourceStats,
+    /// A source failure that ended the run early, if any.
+    pub source_error: Option<String>,
+}
+
+/// The sending half of a capacity-1 queue where the newest item wins.
+#[derive(Debug, Clone)]
+pub struct LatestSender<T> {
+    tx: Sender<T>,
+    rx: Receiver<T>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// A capacity-1 queue whose sender replaces an item not yet taken (counting the drop).
+pub fn latest_wins<T>() -> (LatestSender<T>, Receiver<T>) {
+    let (tx, rx) = bounded(1);
+    (
+        LatestSender {
+            tx,
+            rx: rx.clone(),
+            dropped: Arc::new(AtomicU64::new(0)),
+        },
+        rx,
+    )
+}
+
+impl<T> LatestSender<T> {
+    /// Offer `item`, replacing a waiting one. `Err(item)` if every receiver is gone.
+    pub fn send(&self, item: T) -> Result<(), T> {
+        let mut item = item;
+        loop {
+            match self.tx.try_send(item) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(back)) => {
+                    if self.rx.try_recv().is_ok() {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    item = back;
+                }
+                Err(TrySendError::Disconnected(back)) => return Err(back),
+            }
+        }
+    }
+
+    /// Items replaced so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Shared drop counter.
+    pub fn drop_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
+    }
+}
+
+struct Shared {
+    timings: Mutex<StageTimings>,
+    window: Mutex<StageTimings>,
+    captured: AtomicU64,
+    processed: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Shared {
+    fn record(&self, stage: &str, d: Duration) {
+        if let Ok(mut t) = self.timings.lock() {
+            t.record(stage, d);
+        }
+        if let Ok(mut t) = self.window.lock() {
+            t.record(stage, d);
+        }
+    }
+}
+
+struct SinkLane {
+    name: String,
+    tx: Sender<Arc<FrameResult>>,
+    drops: Arc<AtomicU64>,
+}
+
+/// Run the pipeline until the source ends, `max_frames` are processed or `stop` is set.
+/// `on_status` is called from the calling thread every `status_interval`.
+pub fn run(
+    mut source: Box<dyn FrameSource>,
+    mut inference: InferenceStage,
+    sinks: Vec<Box<dyn Sink>>,
+    options: &PipelineOptions,
+    clock: Arc<dyn Clock>,
+    stop: Arc<AtomicBool>,
+    on_status: &mut dyn FnMut(&Status),
+) -> Result<PipelineReport, PipelineError> {
+    source.start()?;
+    log::info!("source {} started", source.describe());
+    let started = Instant::now();
+    let shared = Arc::new(Shared {
+        timings: Mutex::new(StageTimings::default()),
+        window: Mutex::new(StageTimings::default()),
+        captured: AtomicU64::new(0),
+        processed: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
+    let passes = inference.backbone_passes();
+    let (frame_tx, frame_rx) = latest_wins::<(Frame, Instant)>();
+    let dropped = frame_tx.drop_counter();
+
+    // Sinks, each on its own thread behind a bounded queue.
+    let mut lanes = Vec::new();
+    let mut sink_threads = Vec::new();
+    let consumed: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    for mut sink in sinks {
+        let name = sink.name();
+        let (tx, rx) = bounded::<Arc<FrameResult>>(options.sink_capacity.max(1));
+        lanes.push(SinkLane {
+            name: name.clone(),
+            tx,
+            drops: Arc::new(AtomicU64::new(0)),
+        });
+        let shared = shared.clone();
+        let consumed = consumed.clone();
+        let stage = format!("sink:{name}");
+        sink_threads.push(
+            thread::Builder::new()
+                .name(format!("sink-{name}"))
+                .spawn(move || {
+                    let mut limit = RateLimit::new(Duration::from_secs(5));
+                    let mut count = 0u64;
+                    for result in rx {
+                        let t = Instant::now();
+                        if let Err(e) = sink.consume(&result) {
+                            if let Some(n) = limit.allow() {
+                                log::error!(
+                                    "{e} (result of frame {} lost; {n} more suppressed)",
+                                    result.frame.seq
+                                );
+                            }
+                        }
+                        shared.record(&stage, t.elapsed());
+                        count += 1;
+                    }
+                    if let Err(e) = sink.close() {
+                        log::error!("{e}");
+                    }
+                    if let Ok(mut c) = consumed.lock() {
+                        c.insert(name, count);
+                    }
+                })
+                .map_err(|_| PipelineError::Panicked("sink spawn"))?,
+        );
+    }
+    let sink_drop_counters: Vec<(String, Arc<AtomicU64>)> = lanes
+        .iter()
+        .map(|l| (l.name.clone(), l.drops.clone()))
+        .collect();
+
+    // Capture thread.
+    let capture = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                let mut error = None;
+                while !stop.load(Ordering::SeqCst) {
+                    let t = Instant::now();
+                    match source.next_frame() {
+                        Ok(Some(frame)) => {
+                            shared.record("capture", t.elapsed());
+                            shared.captured.fetch_add(1, Ordering::Relaxed);
+                            log::trace!("captured frame {}", frame.seq);
+                            if frame_tx.send((frame, Instant::now())).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => {
+                            log::info!("source {} ended", source.describe());
+                            break;
+                        }
+                        Err(e) => {
+                            log::error!("source {} failed: {e}", source.describe());
+                            error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                source.stop();
+                (source.stats(), error)
+            })
+            .map_err(|_| PipelineError::Panicked("capture spawn"))?
+    };
+
+    // Inference thread.
+    let inference_thread = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let clock = clock.clone();
+        let max_frames = options.max_frames;
+        thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || {
+                let mut limit = RateLimit::new(Duration::from_secs(5));
+                let mut limit_drop = RateLimit::new(Duration::from_secs(5));
+                loop {
+                    let (frame, queued_at) = match frame_rx.recv_timeout(Duration::from_millis(100)) {
+                        Ok(item) => item,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    let stamp = frame.stamp;
+                    match inference.process(frame, queued_at.elapsed(), clock.as_ref()) {
+                        Ok(result) => {
+                            shared.record("queue", result.timings.queue);
+                            shared.record("preprocess", result.timings.preprocess);
+                            shared.record("backbone", result.timings.backbone);
+                            shared.record("e2e", result.ready.since(stamp));
+                            let result = Arc::new(result);
+                            for lane in &lanes {
+                                if let Err(TrySendError::Full(_)) = lane.tx.try_send(result.clone()) {
+                                    lane.drops.fetch_add(1, Ordering::Relaxed);
+                                    if let Some(n) = limit_drop.allow() {
+                                        log::warn!("sink {} is behind; dropping results ({n} more suppressed)", lane.name);
+                                    }
+                                }
+                            }
+                            let n = shared.processed.fetch_add(1, Ordering::Relaxed) + 1;
+                            if max_frames.is_some_and(|m| n >= m) {
+                                stop.store(true, Ordering::SeqCst);
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            shared.failed.fetch_add(1, Ordering::Relaxed);
+                            if let Some(n) = limit.allow() {
+                                log::error!("inference failed: {e} ({n} more suppressed)");
+                            }
+                        }
+                    }
+                }
+                // Dropping `lanes` closes the sink queues; sinks drain and close.
+            })
+            .map_err(|_| PipelineError::Panicked("inference spawn"))?
+    };
+
+    // Status reporting on the calling thread while the workers run.
+    let mut last = Instant::now();
+    let mut last_processed = 0u64;
+    while !inference_thread.is_finished() {
+        thread::sleep(Duration::from_millis(20));
+        if let Some(interval) = options.status_interval {
+            if last.elapsed() >= interval {
+                let processed = shared.processed.load(Ordering::Relaxed);
+                let window = shared
+                    .window
+                    .lock()
+                    .map(|mut w| {
+                        let snapshot = w.clone();
+                        w.clear();
+                        snapshot
+                    })
+                    .unwrap_or_default();
+                let status = Status {
+                    elapsed: started.elapsed(),
+                    fps: (processed - last_processed) as f64 / last.elapsed().as_secs_f64(),
+                    captured: shared.captured.load(Ordering::Relaxed),
+                    processed,
+                    dropped: dropped.load(Ordering::Relaxed),
+                    sink_drops: sink_drop_counters
+                        .iter()
+                        .map(|(n, c)| (n.clone(), c.load(Ordering::Relaxed)))
+                        .collect(),
+                    timings: window,
+                };
+                on_status(&status);
+                last = Instant::now();
+                last_processed = processed;
+            }
+        }
+    }
+    // The inference thread ended (end of stream, max frames, stop, or capture gone): stop capture.
+    stop.store(true, Ordering::SeqCst);
+    inference_thread
+        .join()
+        .map_err(|_| PipelineError::Panicked("inference"))?;
+    let (source_stats, source_error) = capture
+        .join()
+        .map_err(|_| PipelineError::Panicked("capture"))?;
+    for t in sink_threads {
+        t.join().map_err(|_| PipelineError::Panicked("sink"))?;
+    }
+    let timings = shared.timings.lock().map(|t| t.clone()).unwrap_or_default();
+    let sink_consumed = consumed.lock().map(|c| c.clone()).unwrap_or_default();
+    Ok(PipelineReport {
+        elapsed: started.elapsed(),
+        captured: shared.captured.load(Ordering::Relaxed),
+        processed: shared.processed.load(Ordering::Relaxed),
+        dropped: dropped.load(Ordering::Relaxed),
+        failed: shared.failed.load(Ordering::Relaxed),
+        backbone_passes: passes.load(Ordering::Relaxed),
+        sink_drops: sink_drop_counters
+            .iter()
+            .map(|(n, c)| (n.clone(), c.load(Ordering::Relaxed)))
+            .collect(),
+        sink_consumed,
+        timings,
+        source: source_stats,
+        source_error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_wins_and_drops_are_counted() {
+        let (tx, rx) = latest_wins::<u32>();
+        for i in 0..10 {
+            tx.send(i).unwrap();
+        }
+        assert_eq!(rx.try_recv().unwrap(), 9);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(tx.dropped(), 9);
+    }
+
+    #[test]
+    fn sender_reports_gone_receiver() {
+        let (tx, rx) = latest_wins::<u32>();
+        drop(rx);
+        // The sender keeps its own receiver clone to evict stale items, so the queue stays
+        // connected; it still never blocks.
+        assert!(tx.send(1).is_ok());
+        assert!(tx.send(2).is_ok());
+        assert_eq!(tx.dropped(), 1);
+    }
+}
