@@ -5,6 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The v4l crate generates its bindings with bindgen, which needs libclang.
+if ! ldconfig -p | grep -q 'libclang.*\.so'; then
+    echo "== installing libclang (for the v4l crate's bindgen)"
+    if [[ $(id -u) -eq 0 ]]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang1-14
+    else
+        echo "libclang is missing: run 'sudo apt-get install libclang1-14' (Debian/Ubuntu)" >&2
+        exit 2
+    fi
+fi
+
 VENV=${VENV:-.venv}
 REQ=models/requirements.txt
 STAMP="$VENV/.requirements.sha256"

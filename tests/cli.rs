@@ -289,3 +289,57 @@ fn dynamic_model_without_size_says_how_to_give_one() {
     ]);
     assert_bad_input(&o, &["--input-size"]);
 }
+
+#[test]
+fn run_default_shows_status_lines_on_the_synthetic_scene() {
+    let o = bin(&["run", "--max-frames", "6", "--status-interval", "0.2", "--fps", "30"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("source synthetic"), "{err}");
+    assert!(err.contains("fps | frames"), "status line missing:\n{err}");
+    assert!(err.contains("backbone"), "{err}");
+    assert!(err.contains("stopped after") && err.contains("6 processed"), "{err}");
+}
+
+#[test]
+fn sigint_stops_drains_and_exits_zero() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dinov3_perception"))
+        .args(["run", "--status-interval", "0.2", "--fps", "30"])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Wait for the first status line: the pipeline is running.
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("fps | frames") {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains("fps | frames")), "{seen:?}");
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("stopped after")), "{rest:?}");
+}
+
+#[test]
+fn run_with_a_missing_camera_or_directory_is_bad_input() {
+    assert_bad_input(
+        &bin(&["run", "--source", "v4l2:/dev/video-does-not-exist", "--max-frames", "1"]),
+        &["/dev/video-does-not-exist"],
+    );
+    assert_bad_input(
+        &bin(&["run", "--source", "dir:/nonexistent/images", "--max-frames", "1"]),
+        &["/nonexistent/images"],
+    );
+    let o = bin(&["run", "--source", "webcam"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("synthetic, v4l2:/dev/videoN or dir:PATH"));
+}

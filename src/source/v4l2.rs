@@ -1139,9 +1139,14 @@ impl<D: CaptureDevice> FrameSource for V4l2Source<D> {
                     .map_err(|e| e.to_string())
             };
             let layout = converter.layout();
-            let (origin_sequence, origin_seq) =
-                *self.seq_origin.get_or_insert((sequence, self.next_seq));
-            let seq = origin_seq + sequence.wrapping_sub(origin_sequence) as u64;
+            let mut origin = *self.seq_origin.get_or_insert((sequence, self.next_seq));
+            if sequence.wrapping_sub(origin.0) > u32::MAX / 2 {
+                // The driver's counter went backwards: count on from here.
+                origin = (sequence, self.next_seq);
+                self.seq_origin = Some(origin);
+            }
+            // Gaps in the driver's counter (frames it dropped, buffers we skipped) stay gaps.
+            let seq = origin.1 + sequence.wrapping_sub(origin.0) as u64;
             // Keep our numbering increasing even if the driver's counter misbehaves.
             let seq = seq.max(self.next_seq);
             self.next_seq = seq + 1;
@@ -1602,6 +1607,23 @@ mod tests {
                 matches!(e, SourceError::BadParameter { .. }),
                 "case {i}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn real_device_errors_without_a_camera() {
+        let clock: Arc<dyn Clock> = Arc::new(crate::frame::SystemClock);
+        let mut src = V4l2Source::new(V4l2Config::new("/nonexistent/video0"), clock.clone())
+            .expect("valid config");
+        let e = src.start().unwrap_err();
+        assert!(matches!(e, SourceError::Missing { .. }), "{e:?}");
+        // /dev/null opens but is no capture device: it lists no formats.
+        let mut src = V4l2Source::new(V4l2Config::new("/dev/null"), clock).expect("valid config");
+        match src.start().unwrap_err() {
+            SourceError::FormatNotOffered { offered, .. } => {
+                assert!(offered.contains("no video capture formats"), "{offered}")
+            }
+            e => panic!("expected FormatNotOffered, got {e:?}"),
         }
     }
 
