@@ -292,13 +292,24 @@ fn dynamic_model_without_size_says_how_to_give_one() {
 
 #[test]
 fn run_default_shows_status_lines_on_the_synthetic_scene() {
-    let o = bin(&["run", "--max-frames", "6", "--status-interval", "0.2", "--fps", "30"]);
+    let o = bin(&[
+        "run",
+        "--max-frames",
+        "15",
+        "--status-interval",
+        "0.1",
+        "--fps",
+        "30",
+    ]);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("source synthetic"), "{err}");
     assert!(err.contains("fps | frames"), "status line missing:\n{err}");
     assert!(err.contains("backbone"), "{err}");
-    assert!(err.contains("stopped after") && err.contains("6 processed"), "{err}");
+    assert!(
+        err.contains("stopped after") && err.contains("15 processed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -321,7 +332,10 @@ fn sigint_stops_drains_and_exits_zero() {
         }
     }
     assert!(seen.iter().any(|l| l.contains("fps | frames")), "{seen:?}");
-    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
@@ -332,11 +346,23 @@ fn sigint_stops_drains_and_exits_zero() {
 #[test]
 fn run_with_a_missing_camera_or_directory_is_bad_input() {
     assert_bad_input(
-        &bin(&["run", "--source", "v4l2:/dev/video-does-not-exist", "--max-frames", "1"]),
+        &bin(&[
+            "run",
+            "--source",
+            "v4l2:/dev/video-does-not-exist",
+            "--max-frames",
+            "1",
+        ]),
         &["/dev/video-does-not-exist"],
     );
     assert_bad_input(
-        &bin(&["run", "--source", "dir:/nonexistent/images", "--max-frames", "1"]),
+        &bin(&[
+            "run",
+            "--source",
+            "dir:/nonexistent/images",
+            "--max-frames",
+            "1",
+        ]),
         &["/nonexistent/images"],
     );
     let o = bin(&["run", "--source", "webcam"]);
