@@ -30,6 +30,32 @@ enum Resize {
     Letterbox,
 }
 
+/// Options of every subcommand that runs the backbone.
+#[derive(Debug, clap::Args)]
+struct BackboneArgs {
+    /// Input size HEIGHTxWIDTH for a dynamic model (fixed models use their own).
+    #[arg(long)]
+    input_size: Option<String>,
+    /// How the image is fitted to the model input.
+    #[arg(long, value_enum, default_value = "stretch")]
+    resize: Resize,
+    /// Inference backend.
+    #[arg(long, default_value = "tract")]
+    backend: String,
+    /// Threads for matrix products (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+impl BackboneArgs {
+    fn input_size(&self) -> Result<Option<dinov3_perception::InputSize>, CommandError> {
+        self.input_size
+            .as_deref()
+            .map(commands::parse_input_size)
+            .transpose()
+    }
+}
+
 impl From<Resize> for ResizeMode {
     fn from(r: Resize) -> Self {
         match r {
@@ -74,18 +100,8 @@ enum Command {
         /// frame_id stamped on the frames.
         #[arg(long, default_value = "camera_optical_frame")]
         frame_id: String,
-        /// Input size HEIGHTxWIDTH for a dynamic model.
-        #[arg(long)]
-        input_size: Option<String>,
-        /// How frames are fitted to the model input.
-        #[arg(long, value_enum, default_value = "stretch")]
-        resize: Resize,
-        /// Inference backend.
-        #[arg(long, default_value = "tract")]
-        backend: String,
-        /// Threads for matrix products (0 = all cores).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[command(flatten)]
+        backbone: BackboneArgs,
         /// Seconds between status lines.
         #[arg(long, default_value_t = 1.0)]
         status_interval: f64,
@@ -106,18 +122,8 @@ enum Command {
         /// Output .npz file.
         #[arg(long)]
         out: PathBuf,
-        /// Input size HEIGHTxWIDTH for a dynamic model (fixed models use their own).
-        #[arg(long)]
-        input_size: Option<String>,
-        /// How the image is fitted to the model input.
-        #[arg(long, value_enum, default_value = "stretch")]
-        resize: Resize,
-        /// Inference backend.
-        #[arg(long, default_value = "tract")]
-        backend: String,
-        /// Threads for matrix products (0 = all cores).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[command(flatten)]
+        backbone: BackboneArgs,
     },
 }
 
@@ -134,16 +140,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
             loop_files,
             frame_id,
-            input_size,
-            resize,
-            backend,
-            threads,
+            backbone,
             status_interval,
         } => {
-            let input_size = input_size
-                .as_deref()
-                .map(commands::parse_input_size)
-                .transpose()?;
+            let input_size = backbone.input_size()?;
             if !(status_interval.is_finite() && status_interval > 0.0) {
                 return Err(CommandError::Usage(format!(
                     "--status-interval {status_interval} must be a positive number of seconds"
@@ -154,9 +154,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 model,
                 source,
                 input_size,
-                resize: resize.into(),
-                backend,
-                threads,
+                resize: backbone.resize.into(),
+                backend: backbone.backend,
+                threads: backbone.threads,
                 max_frames,
                 fps,
                 width,
@@ -205,23 +205,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             image,
             out,
-            input_size,
-            resize,
-            backend,
-            threads,
+            backbone,
         } => {
-            let input_size = input_size
-                .as_deref()
-                .map(commands::parse_input_size)
-                .transpose()?;
+            let input_size = backbone.input_size()?;
             let opts = FeaturesOptions {
                 model,
                 image,
                 out: out.clone(),
                 input_size,
-                resize: resize.into(),
-                backend,
-                threads,
+                resize: backbone.resize.into(),
+                backend: backbone.backend,
+                threads: backbone.threads,
             };
             let report = commands::features(&opts)
                 .with_context(|| format!("features for {}", opts.image.display()))?;
