@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::synthetic::{Pacer, RunState, SleepFn};
+use super::pacing::{thread_sleep, Pacer, RunState, SleepFn};
 use super::{FrameSource, SourceError, SourceStats};
 use crate::frame::{Clock, Frame, SystemClock};
 use crate::image_io::load_rgb;
@@ -174,7 +174,7 @@ impl FilesSource {
             pacer: Pacer::new(config.fps),
             config,
             clock,
-            sleep: Arc::new(std::thread::sleep),
+            sleep: thread_sleep(),
             files: Vec::new(),
             next: 0,
             seq: 0,

@@ -8,6 +8,7 @@
 
 pub mod convert;
 pub mod files;
+pub mod pacing;
 pub mod synthetic;
 pub mod v4l2;
 

@@ -57,12 +57,13 @@
 use std::f64::consts::TAU;
 use std::ops::{Add, Mul, Sub};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+pub use super::pacing::SleepFn;
+use super::pacing::{thread_sleep, Pacer, RunState};
 use super::{FrameSource, SourceError, SourceStats};
 use crate::frame::{Clock, Frame, GroundTruth, GroundTruthBox, SystemClock};
 
@@ -83,15 +84,6 @@ pub const MAX_OBJECTS: usize = 64;
 pub const MAX_SIDE: usize = 8_192;
 /// Frame rate that sets scene time when `fps` is 0 (frames as fast as asked).
 pub const DEFAULT_SCENE_RATE_HZ: f64 = 15.0;
-
-/// How a source waits: `std::thread::sleep` unless replaced (tests and simulated time advance a
-/// mock clock instead).
-pub type SleepFn = Arc<dyn Fn(Duration) + Send + Sync>;
-
-/// The real sleep.
-fn thread_sleep() -> SleepFn {
-    Arc::new(std::thread::sleep)
-}
 
 /// Settings of the synthetic scene and source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1113,61 +1105,6 @@ pub fn render(
     Ok(SyntheticScene::new(config, camera)?.render(frame_index))
 }
 
-/// Paces a source at a target rate on the injected clock, without drift: slot `n` is due
-/// `n / fps` after the first. A consumer more than a period late restarts the schedule from now
-/// rather than getting a burst of frames. Shared by the sources in this module tree.
-#[derive(Debug, Clone)]
-pub(crate) struct Pacer {
-    period_ns: Option<f64>,
-    start: Option<u64>,
-    slot: u64,
-}
-
-impl Pacer {
-    /// A pacer for `fps` frames per second; 0 (or less) never waits.
-    pub(crate) fn new(fps: f64) -> Self {
-        Pacer {
-            period_ns: (fps > 0.0).then(|| 1e9 / fps),
-            start: None,
-            slot: 0,
-        }
-    }
-
-    /// Forget the schedule; the next wait starts a new one.
-    pub(crate) fn restart(&mut self) {
-        self.start = None;
-        self.slot = 0;
-    }
-
-    /// Wait until the next slot is due.
-    pub(crate) fn wait(&mut self, clock: &dyn Clock, sleep: &dyn Fn(Duration)) {
-        let Some(period) = self.period_ns else {
-            return;
-        };
-        let now = clock.now().0;
-        let start = *self.start.get_or_insert(now);
-        let due = start.saturating_add((self.slot as f64 * period).round() as u64);
-        if now < due {
-            sleep(Duration::from_nanos(due - now));
-        } else if (now - due) as f64 > period {
-            self.start = Some(now);
-            self.slot = 0;
-        }
-        self.slot += 1;
-    }
-}
-
-/// Lifecycle state shared by the sources here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RunState {
-    /// Not started yet (`next_frame` starts it).
-    Idle,
-    /// Delivering frames.
-    Running,
-    /// Stopped: `next_frame` returns `Ok(None)` until `start` again.
-    Stopped,
-}
-
 /// The synthetic scene as a [`FrameSource`]: frame `n` is [`SyntheticScene::render`]`(n)`, with
 /// seq `n`, stamped on the injected clock and paced at `fps` (see the module docs).
 ///
@@ -1305,6 +1242,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Mutex;
+    use std::time::Duration;
 
     #[test]
     fn projection_and_ground_depth_agree() {
