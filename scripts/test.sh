@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The v4l crate generates its bindings with bindgen, which needs libclang.
-if ! ldconfig -p | grep -q 'libclang.*\.so'; then
+# (libclang-cpp, which a fresh machine may have, is not what bindgen loads.)
+if ! ldconfig -p | grep -E 'libclang(-[0-9.]+)?\.so' > /dev/null; then
     echo "== installing libclang (for the v4l crate's bindgen)"
     if [[ $(id -u) -eq 0 ]]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang1-14
