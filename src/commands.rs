@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{backend_by_name, BackendError};
+use crate::dataset::DatasetError;
+use crate::display::HeadLogSink;
 use crate::features::{Features, FeaturesError};
-use crate::frame::{Clock, SystemClock};
+use crate::frame::{Clock, Frame, Stamp, SystemClock};
+use crate::heads::loader::{load_heads, HeadsConfig};
+use crate::heads::{HeadError, HeadOutput, HeadSet};
 use crate::image_io::{load_rgb, ImageFileError};
 use crate::model::{BackboneModel, InputSize, ModelError};
-use crate::npz::{write_npz, NamedArray, NpyError};
+use crate::npz::{write_npy_f32, write_npz, NamedArray, NpyError};
 use crate::pipeline::{self, InferenceStage, PipelineError, PipelineOptions, PipelineReport};
 use crate::preprocess::{PreprocessError, Preprocessor, ResizeMode};
 use crate::source::convert::PixelFormat;
@@ -47,6 +51,20 @@ pub enum CommandError {
     /// The pipeline failed.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// A head or memory bank problem.
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    /// Writing a dataset failed.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// Writing an output failed.
+    #[error("cannot write {path}: {reason}; check the directory and free space")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// A command-line value is invalid.
     #[error("{0}")]
     Usage(String),
@@ -58,6 +76,8 @@ impl CommandError {
         match self {
             CommandError::Backend(e) if !e.is_bad_input() => crate::exit::FAILURE,
             CommandError::Source(e) if !e.is_bad_input() => crate::exit::FAILURE,
+            CommandError::Head(e) if !e.is_bad_input() => crate::exit::FAILURE,
+            CommandError::Write { .. } => crate::exit::FAILURE,
             CommandError::Pipeline(PipelineError::Source(e)) if e.is_bad_input() => {
                 crate::exit::BAD_INPUT
             }
@@ -232,10 +252,15 @@ pub fn features(opts: &FeaturesOptions) -> Result<FeaturesReport, CommandError> 
     })
 }
 
-/// The model `run` uses when none is given: the tiny architecture-exact DINOv3 fixture shipped
-/// in the repository (random weights; it shows the pipeline working, not real perception).
+/// The model `run` uses when none is given: a tiny architecture-exact DINOv3 (random weights,
+/// 240x320 input) shipped in `models/demo/` with heads trained on the synthetic scene.
 pub fn bundled_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/dinov3_tiny.onnx")
+    bundled_heads().join("dinov3_tiny_240x320.onnx")
+}
+
+/// The demo heads trained for [`bundled_model`] on the synthetic scene.
+pub fn bundled_heads() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo")
 }
 
 /// Options of the `run` subcommand (the node).
@@ -271,6 +296,17 @@ pub struct RunOptions {
     pub frame_id: String,
     /// Status line interval.
     pub status_interval: Duration,
+    /// Heads directory; `None` = the demo heads with the bundled model, no heads otherwise
+    /// (PCA aside).
+    pub heads: Option<PathBuf>,
+    /// Run no heads at all.
+    pub no_heads: bool,
+    /// Heads switched off at start.
+    pub disabled_heads: Vec<String>,
+    /// Per-head rate limits in Hz.
+    pub head_rates: Vec<(String, f64)>,
+    /// Frames the PCA basis is fitted on.
+    pub pca_fit_frames: usize,
 }
 
 impl Default for RunOptions {
@@ -291,6 +327,11 @@ impl Default for RunOptions {
             loop_files: false,
             frame_id: "camera_optical_frame".into(),
             status_interval: Duration::from_secs(1),
+            heads: None,
+            no_heads: false,
+            disabled_heads: Vec::new(),
+            head_rates: Vec::new(),
+            pca_fit_frames: HeadsConfig::default().pca_fit_frames,
         }
     }
 }
@@ -385,26 +426,272 @@ pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<PipelineReport, C
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let source = make_source(opts, clock.clone(), stop.clone())?;
+    let heads = run_heads(opts, &model, size)?;
+    let mut sinks: Vec<Box<dyn pipeline::Sink>> = Vec::new();
+    if !heads.is_empty() {
+        log::info!("heads: {}", heads.names().join(", "));
+        sinks.push(Box::new(HeadLogSink::new(
+            opts.status_interval,
+            (0.0, f32::MAX),
+        )));
+    }
     let stage = InferenceStage::new(
         prepared.as_ref(),
         Arc::new(model.manifest.clone()),
         opts.resize,
-    )?;
+    )?
+    .with_heads(heads);
     let options = PipelineOptions {
         max_frames: opts.max_frames,
         status_interval: Some(opts.status_interval),
         ..PipelineOptions::default()
     };
-    let report = pipeline::run(
-        source,
-        stage,
-        Vec::new(),
-        &options,
-        clock,
-        stop,
-        &mut |status| log::info!("{}", status.line()),
-    )?;
+    let report = pipeline::run(source, stage, sinks, &options, clock, stop, &mut |status| {
+        log::info!("{}", status.line())
+    })?;
     Ok(report)
+}
+
+/// The heads of a `run`: the given directory, the demo heads with the bundled model, then the
+/// start-up switches and rates.
+fn run_heads(
+    opts: &RunOptions,
+    model: &BackboneModel,
+    size: InputSize,
+) -> Result<HeadSet, CommandError> {
+    if opts.no_heads {
+        return Ok(HeadSet::new());
+    }
+    let dir = match (&opts.heads, &opts.model) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, None) => Some(bundled_heads()),
+        (None, Some(_)) => None,
+    };
+    let config = HeadsConfig {
+        dir,
+        pca: !opts.disabled_heads.iter().any(|h| h == "pca"),
+        pca_fit_frames: opts.pca_fit_frames,
+    };
+    let p = model.manifest.patch_size;
+    let heads = load_heads(&config, &model.manifest, (size.height / p, size.width / p))?;
+    for name in &opts.disabled_heads {
+        match heads.control(name) {
+            Some(c) => c.set_enabled(false),
+            None if name == "pca" => {}
+            None => {
+                return Err(CommandError::Usage(format!(
+                    "--disable-head {name}: no such head (loaded: {})",
+                    heads.names().join(", ")
+                )))
+            }
+        }
+    }
+    for (name, hz) in &opts.head_rates {
+        let control = heads.control(name).ok_or_else(|| {
+            CommandError::Usage(format!(
+                "--head-rate {name}={hz}: no such head (loaded: {})",
+                heads.names().join(", ")
+            ))
+        })?;
+        control
+            .set_rate_hz(*hz)
+            .map_err(|e| CommandError::Usage(format!("--head-rate {name}={hz}: {e}")))?;
+    }
+    Ok(heads)
+}
+
+/// Options of `predict`: backbone + heads over a directory of images, outputs written in the
+/// formats `models/eval_heads.py` reads.
+#[derive(Debug, Clone)]
+pub struct PredictOptions {
+    /// Backbone ONNX.
+    pub model: PathBuf,
+    /// Heads directory.
+    pub heads: PathBuf,
+    /// Image directory (PNG/JPEG, sorted by name).
+    pub images: PathBuf,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Input size for dynamic models.
+    pub input_size: Option<InputSize>,
+    /// How images are fitted to the model input.
+    pub resize: ResizeMode,
+    /// Backend name.
+    pub backend: String,
+    /// Threads.
+    pub threads: usize,
+}
+
+/// What `predict` did.
+#[derive(Debug, Clone)]
+pub struct PredictReport {
+    /// Images processed.
+    pub images: usize,
+    /// Heads that ran.
+    pub heads: Vec<String>,
+    /// Mean backbone time per image, ms.
+    pub backbone_ms: f64,
+    /// Mean time of all heads per image, ms.
+    pub heads_ms: f64,
+}
+
+#[derive(serde::Serialize)]
+struct CocoResult {
+    image_id: u64,
+    category_id: usize,
+    bbox: [f32; 4],
+    score: f32,
+}
+
+/// COCO image id of an image file: its stem as a number (`000012.png` -> 12), else its 1-based
+/// position.
+fn image_id(path: &Path, index: usize) -> u64 {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(index as u64 + 1)
+}
+
+/// `predict`: every head on every image; writes `detections.json` (COCO results, category ids
+/// from 1), `masks/<stem>.png`, `depth/<stem>.npy`, `classification.json`, `anomaly.json`.
+pub fn predict(opts: &PredictOptions) -> Result<PredictReport, CommandError> {
+    let model = BackboneModel::load(&opts.model)?;
+    let size = model.resolve_size(opts.input_size)?;
+    let backend = backend_by_name(&opts.backend, opts.threads)?;
+    backend.check()?;
+    let prepared = backend.prepare(&model, size)?;
+    let p = model.manifest.patch_size;
+    let config = HeadsConfig {
+        dir: Some(opts.heads.clone()),
+        pca: false,
+        ..HeadsConfig::default()
+    };
+    let heads = load_heads(&config, &model.manifest, (size.height / p, size.width / p))?;
+    let names = heads.names();
+    let mut stage = InferenceStage::new(
+        prepared.as_ref(),
+        Arc::new(model.manifest.clone()),
+        opts.resize,
+    )?
+    .with_heads(heads);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&opts.images)
+        .map_err(|e| {
+            CommandError::Usage(format!(
+                "--images {}: {e}; give a directory of PNG or JPEG files",
+                opts.images.display()
+            ))
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(CommandError::Usage(format!(
+            "--images {}: no PNG or JPEG files",
+            opts.images.display()
+        )));
+    }
+    let write = |path: &Path, e: &dyn std::fmt::Display| CommandError::Write {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    for sub in ["masks", "depth"] {
+        let d = opts.out.join(sub);
+        std::fs::create_dir_all(&d).map_err(|e| write(&d, &e))?;
+    }
+    let clock = SystemClock;
+    let mut coco = Vec::new();
+    let mut classes = serde_json::Map::new();
+    let mut anomaly = serde_json::Map::new();
+    let (mut backbone_s, mut heads_s) = (0.0, 0.0);
+    for (i, path) in files.iter().enumerate() {
+        let img = load_rgb(path)?;
+        let id = image_id(path, i);
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("image")
+            .to_string();
+        let frame = Frame {
+            width: img.width,
+            height: img.height,
+            rgb: img.data,
+            stamp: Stamp(0),
+            seq: i as u64,
+            frame_id: "camera".into(),
+            ground_truth: None,
+        };
+        let result = stage
+            .run_frame(frame, &clock)
+            .map_err(|e| CommandError::Usage(format!("{}: {e}", path.display())))?;
+        if let Some((head, e)) = result.head_errors.first() {
+            return Err(CommandError::Head(HeadError::Run {
+                head: head.clone(),
+                reason: format!("{}: {e}", path.display()),
+            }));
+        }
+        backbone_s += result.timings.backbone.as_secs_f64();
+        heads_s += result.timings.heads.as_secs_f64();
+        for h in &result.heads {
+            match &h.output {
+                HeadOutput::Detections(dets) => coco.extend(dets.iter().map(|d| CocoResult {
+                    image_id: id,
+                    category_id: d.class_id + 1,
+                    bbox: [d.x0, d.y0, d.x1 - d.x0, d.y1 - d.y0],
+                    score: d.score,
+                })),
+                HeadOutput::Segmentation(m) => {
+                    let f = opts.out.join("masks").join(format!("{stem}.png"));
+                    image::save_buffer(
+                        &f,
+                        &m.class_ids,
+                        m.width as u32,
+                        m.height as u32,
+                        image::ColorType::L8,
+                    )
+                    .map_err(|e| write(&f, &e))?;
+                }
+                HeadOutput::Depth(d) => {
+                    let f = opts.out.join("depth").join(format!("{stem}.npy"));
+                    write_npy_f32(&f, &[d.height, d.width], &d.data)?;
+                }
+                HeadOutput::Classification(c) => {
+                    let labels: Vec<serde_json::Value> = c
+                        .iter()
+                        .map(|l| serde_json::json!([l.class_name, l.score]))
+                        .collect();
+                    classes.insert(stem.clone(), labels.into());
+                }
+                HeadOutput::Anomaly(a) => {
+                    anomaly.insert(stem.clone(), serde_json::json!(a.score));
+                }
+                HeadOutput::Pca(_) => {}
+            }
+        }
+    }
+    let files_out = [
+        (
+            "detections.json",
+            serde_json::to_value(&coco).unwrap_or_default(),
+        ),
+        ("classification.json", classes.into()),
+        ("anomaly.json", anomaly.into()),
+    ];
+    for (name, value) in files_out {
+        let f = opts.out.join(name);
+        std::fs::write(&f, value.to_string()).map_err(|e| write(&f, &e))?;
+    }
+    let n = files.len() as f64;
+    Ok(PredictReport {
+        images: files.len(),
+        heads: names,
+        backbone_ms: backbone_s / n * 1e3,
+        heads_ms: heads_s / n * 1e3,
+    })
 }
 
 fn group_digits(n: u64) -> String {

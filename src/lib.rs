@@ -22,10 +22,15 @@
 //! * [`exit`]: mapping errors to the process exit codes scripts rely on.
 
 pub mod backend;
+pub mod bank;
 pub mod commands;
+pub mod dataset;
+pub mod display;
+pub mod eval;
 pub mod exit;
 pub mod features;
 pub mod frame;
+pub mod heads;
 pub mod image_io;
 pub mod model;
 pub mod npz;

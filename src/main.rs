@@ -8,10 +8,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use dinov3_perception::commands::{self, CommandError, FeaturesOptions, RunOptions};
+use dinov3_perception::commands::{
+    self, CommandError, FeaturesOptions, PredictOptions, RunOptions,
+};
+use dinov3_perception::dataset::{self, SyntheticDatasetOptions};
 use dinov3_perception::exit;
 use dinov3_perception::preprocess::ResizeMode;
 use dinov3_perception::source::convert::PixelFormat;
+use dinov3_perception::source::synthetic::SyntheticConfig;
 use dinov3_perception::source::SourceSpec;
 
 /// One DINOv3 backbone pass per camera frame, feeding every perception task.
@@ -105,6 +109,47 @@ enum Command {
         /// Seconds between status lines.
         #[arg(long, default_value_t = 1.0)]
         status_interval: f64,
+        /// Directory of task heads (detection.onnx, segmentation.onnx, depth.onnx,
+        /// classification.onnx, anomaly.bank.json, pca.json). Default: the demo heads with the
+        /// bundled model; none (only the PCA image) with --model.
+        #[arg(long)]
+        heads: Option<PathBuf>,
+        /// Run the backbone only, no heads.
+        #[arg(long)]
+        no_heads: bool,
+        /// Switch a head off at start (repeatable): detection, segmentation, depth,
+        /// classification, anomaly, pca.
+        #[arg(long = "disable-head", value_name = "NAME")]
+        disable_heads: Vec<String>,
+        /// Limit a head to a rate, NAME=HZ (repeatable; 0 = every frame).
+        #[arg(long = "head-rate", value_name = "NAME=HZ", value_parser = parse_head_rate)]
+        head_rates: Vec<(String, f64)>,
+        /// Frames the PCA feature image fits its basis on.
+        #[arg(long, default_value_t = 30)]
+        pca_fit_frames: usize,
+    },
+    /// Run the backbone and every head on a directory of images; write COCO detections,
+    /// class-id masks, depth .npy, labels and anomaly scores (for models/eval_heads.py).
+    Predict {
+        /// Backbone .onnx file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Heads directory.
+        #[arg(long)]
+        heads: PathBuf,
+        /// Directory of PNG/JPEG images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        backbone: BackboneArgs,
+    },
+    /// Write datasets in standard formats (COCO JSON, PNG masks, depth .npy, ImageFolder).
+    Dataset {
+        #[command(subcommand)]
+        kind: DatasetKind,
     },
     /// Print a backbone model's manifest, inputs/outputs, parameter count and FLOP estimate.
     Inspect {
@@ -127,6 +172,48 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum DatasetKind {
+    /// Frames of the synthetic scene with their exact ground truth.
+    Synthetic {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of scenes (seeds seed, seed+1, ...).
+        #[arg(long, default_value_t = 8)]
+        scenes: u64,
+        /// Frames per scene.
+        #[arg(long, default_value_t = 16)]
+        frames_per_scene: u64,
+        /// Scene frames between dataset frames.
+        #[arg(long, default_value_t = 9)]
+        stride: u64,
+        /// Seed of the first scene.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Image width.
+        #[arg(long, default_value_t = 640)]
+        width: usize,
+        /// Image height.
+        #[arg(long, default_value_t = 480)]
+        height: usize,
+        /// Objects per scene.
+        #[arg(long, default_value_t = 6)]
+        objects: usize,
+    },
+}
+
+/// `NAME=HZ`.
+fn parse_head_rate(text: &str) -> Result<(String, f64), String> {
+    let (name, hz) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=HZ (e.g. depth=2)"))?;
+    let hz: f64 = hz
+        .parse()
+        .map_err(|_| format!("{text:?}: {hz:?} is not a number of Hz"))?;
+    Ok((name.to_string(), hz))
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
@@ -142,6 +229,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             frame_id,
             backbone,
             status_interval,
+            heads,
+            no_heads,
+            disable_heads,
+            head_rates,
+            pca_fit_frames,
         } => {
             let input_size = backbone.input_size()?;
             if !(status_interval.is_finite() && status_interval > 0.0) {
@@ -166,6 +258,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 loop_files,
                 frame_id,
                 status_interval: Duration::from_secs_f64(status_interval),
+                heads,
+                no_heads,
+                disabled_heads: disable_heads,
+                head_rates,
+                pca_fit_frames,
             };
             let stop = Arc::new(AtomicBool::new(false));
             {
@@ -196,6 +293,73 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(e) = report.source_error {
                 anyhow::bail!("the source failed: {e}");
             }
+        }
+        Command::Predict {
+            model,
+            heads,
+            images,
+            out,
+            backbone,
+        } => {
+            let opts = PredictOptions {
+                model,
+                heads,
+                images,
+                out: out.clone(),
+                input_size: backbone.input_size()?,
+                resize: backbone.resize.into(),
+                backend: backbone.backend,
+                threads: backbone.threads,
+            };
+            let report = commands::predict(&opts)?;
+            log::info!(
+                "wrote predictions of {} images to {} (heads: {}); mean backbone {:.1} ms, heads {:.1} ms",
+                report.images,
+                out.display(),
+                report.heads.join(", "),
+                report.backbone_ms,
+                report.heads_ms
+            );
+        }
+        Command::Dataset {
+            kind:
+                DatasetKind::Synthetic {
+                    out,
+                    scenes,
+                    frames_per_scene,
+                    stride,
+                    seed,
+                    width,
+                    height,
+                    objects,
+                },
+        } => {
+            let opts = SyntheticDatasetOptions {
+                out: out.clone(),
+                scene: SyntheticConfig {
+                    width,
+                    height,
+                    seed,
+                    num_objects: objects,
+                    ..SyntheticConfig::default()
+                },
+                scenes,
+                frames_per_scene,
+                stride,
+            };
+            let summary = dataset::write_synthetic(&opts).map_err(CommandError::from)?;
+            log::info!(
+                "wrote {} images with {} boxes to {} (labels: {})",
+                summary.images,
+                summary.boxes,
+                out.display(),
+                summary
+                    .labels
+                    .iter()
+                    .map(|(l, n)| format!("{l} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         Command::Inspect { model } => {
             let text = commands::inspect(&model)?;

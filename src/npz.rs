@@ -78,6 +78,31 @@ pub fn write_npz(path: &Path, arrays: &[NamedArray]) -> Result<(), NpyError> {
     Ok(())
 }
 
+/// Write one float32 array as `.npy`, as `numpy.save` does.
+pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), NpyError> {
+    let io = |source| NpyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let expected: usize = shape.iter().product();
+    if expected != data.len() {
+        return Err(NpyError::Format {
+            path: path.to_path_buf(),
+            reason: format!("{} values for shape {shape:?}", data.len()),
+        });
+    }
+    let file = File::create(path).map_err(io)?;
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut writer = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(BufWriter::new(file))
+        .begin_nd()
+        .map_err(io)?;
+    writer.extend(data.iter().copied()).map_err(io)?;
+    writer.finish().map_err(io)
+}
+
 /// Read a float32 `.npy` file: (shape, values).
 pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     let io = |source| NpyError::Io {

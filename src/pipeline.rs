@@ -23,6 +23,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use crate::backend::{BackboneOutputs, BackendError, InputTensor, PreparedModel, Session};
 use crate::features::{Features, FeaturesError};
 use crate::frame::{Clock, Frame, Stamp};
+use crate::heads::{HeadError, HeadInput, HeadSet, NamedOutput};
 use crate::model::{InputSize, Manifest};
 use crate::preprocess::{Letterbox, PreprocessError, Preprocessor, ResizeMode};
 use crate::source::{FrameSource, SourceError, SourceStats};
@@ -84,6 +85,10 @@ pub struct FrameResult {
     pub outputs: BackboneOutputs,
     /// The backbone's manifest.
     pub manifest: Arc<Manifest>,
+    /// Outputs of the heads that ran on this frame (enabled and due), in head order.
+    pub heads: Vec<NamedOutput>,
+    /// Heads that failed on this frame, with the error.
+    pub head_errors: Vec<(String, String)>,
     /// Stage times.
     pub timings: FrameTimings,
     /// When the results were ready, on the node clock.
@@ -94,6 +99,11 @@ impl FrameResult {
     /// Views over the backbone outputs.
     pub fn features(&self) -> Result<Features<'_>, FeaturesError> {
         Features::new(&self.outputs, &self.manifest, self.input_size)
+    }
+
+    /// The output of head `name`, if it ran on this frame.
+    pub fn head(&self, name: &str) -> Option<&NamedOutput> {
+        self.heads.iter().find(|h| h.head == name)
     }
 }
 
@@ -107,13 +117,14 @@ pub trait Sink: Send {
     fn close(&mut self) -> Result<(), SinkError>;
 }
 
-/// Preprocessing plus one backbone pass per frame (heads join here).
+/// Preprocessing, one backbone pass per frame, then every enabled head on its features.
 pub struct InferenceStage {
     session: Box<dyn Session>,
     preprocessor: Preprocessor,
     manifest: Arc<Manifest>,
     input: InputTensor,
     backbone_passes: Arc<AtomicU64>,
+    heads: HeadSet,
 }
 
 impl InferenceStage {
@@ -130,12 +141,30 @@ impl InferenceStage {
             manifest,
             input: InputTensor::zeros(size),
             backbone_passes: Arc::new(AtomicU64::new(0)),
+            heads: HeadSet::new(),
         })
+    }
+
+    /// Run `heads` on every frame's features (replacing any heads set before).
+    pub fn with_heads(mut self, heads: HeadSet) -> Self {
+        self.heads = heads;
+        self
+    }
+
+    /// The heads (their controls switch them on and off at run time).
+    pub fn heads(&self) -> &HeadSet {
+        &self.heads
     }
 
     /// Counter of backbone passes (one per processed frame, whatever the heads).
     pub fn backbone_passes(&self) -> Arc<AtomicU64> {
         self.backbone_passes.clone()
+    }
+
+    /// Process one frame outside a pipeline run (offline tools): the same preprocessing,
+    /// backbone pass and heads as the node.
+    pub fn run_frame(&mut self, frame: Frame, clock: &dyn Clock) -> Result<FrameResult, String> {
+        self.process(frame, Duration::ZERO, clock)
     }
 
     fn process(
@@ -156,17 +185,37 @@ impl InferenceStage {
             .map_err(|e| format!("frame {}: {e}", frame.seq))?;
         self.backbone_passes.fetch_add(1, Ordering::Relaxed);
         let t2 = Instant::now();
+        let (heads, head_errors) = if self.heads.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let size = self.preprocessor.input_size();
+            let features = Features::new(&outputs, &self.manifest, size)
+                .map_err(|e| format!("frame {}: {e}", frame.seq))?;
+            let input = HeadInput {
+                features,
+                letterbox: &letterbox,
+            };
+            let (heads, errors) = self.heads.run(&input, t2);
+            let errors = errors
+                .into_iter()
+                .map(|(name, e): (String, HeadError)| (name, e.to_string()))
+                .collect();
+            (heads, errors)
+        };
+        let t3 = Instant::now();
         Ok(FrameResult {
             frame,
             input_size: self.preprocessor.input_size(),
             letterbox,
             outputs,
             manifest: self.manifest.clone(),
+            heads,
+            head_errors,
             timings: FrameTimings {
                 queue: queued,
                 preprocess: t1 - t0,
                 backbone: t2 - t1,
-                heads: Duration::ZERO,
+                heads: t3 - t2,
             },
             ready: clock.now(),
         })
@@ -451,6 +500,7 @@ pub fn run(
             .spawn(move || {
                 let mut limit = RateLimit::new(Duration::from_secs(5));
                 let mut limit_drop = RateLimit::new(Duration::from_secs(5));
+                let mut limit_head = RateLimit::new(Duration::from_secs(5));
                 loop {
                     let (frame, queued_at) = match frame_rx.recv_timeout(Duration::from_millis(100)) {
                         Ok(item) => item,
@@ -463,7 +513,13 @@ pub fn run(
                             shared.record("queue", result.timings.queue);
                             shared.record("preprocess", result.timings.preprocess);
                             shared.record("backbone", result.timings.backbone);
+                            shared.record("heads", result.timings.heads);
                             shared.record("e2e", result.ready.since(stamp));
+                            for (head, error) in &result.head_errors {
+                                if let Some(n) = limit_head.allow() {
+                                    log::warn!("head {head} failed on frame {}: {error} ({n} more suppressed)", result.frame.seq);
+                                }
+                            }
                             let result = Arc::new(result);
                             for lane in &lanes {
                                 if let Err(TrySendError::Full(_)) = lane.tx.try_send(result.clone()) {

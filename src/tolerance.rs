@@ -5,6 +5,10 @@ pub const BACKBONE_MAX_ABS: f32 = 1e-4;
 /// Backbone outputs of tract vs PyTorch: minimum mean cosine similarity over patch tokens.
 pub const BACKBONE_MIN_MEAN_COSINE: f64 = 0.99999;
 
+/// Task heads in Rust vs PyTorch on the same features (issue #4): max abs error of logits and
+/// depth (metres), raw and upsampled to camera pixels.
+pub const HEAD_MAX_ABS: f32 = 1e-4;
+
 /// Result of comparing two float arrays element by element.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Comparison {

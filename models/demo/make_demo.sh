@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Rebuilds the demo model set in models/demo/ that `dinov3_perception run` uses by default:
+# a tiny architecture-exact DINOv3 (random weights, 240x320 input) and heads trained on frozen
+# features of the synthetic scene. Then scores the heads on held-out synthetic frames.
+# Needs the venv of models/requirements.txt (.venv or $PYTHON) and a release build.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY="${PYTHON:-.venv/bin/python}"
+BIN=target/release/dinov3_perception
+DEMO=models/demo
+WORK="${DEMO_WORK:-target/demo-data}"
+cargo build --release --bin dinov3_perception
+
+if [[ "${REEXPORT_BACKBONE:-0}" == 1 ]]; then
+  "$PY" models/export_backbone.py --random-init --variant tiny --seed 0 \
+      --height 240 --width 320 --layers 1,2 --out "$DEMO/dinov3_tiny_240x320.onnx"
+fi
+
+rm -rf "$WORK"
+# Training frames (scenes seeded 100..), held-out frames from other scenes (seeded 1000..).
+"$BIN" dataset synthetic --out "$WORK/train" --seed 100 --scenes 24 --frames-per-scene 16 --stride 9
+"$BIN" dataset synthetic --out "$WORK/heldout" --seed 1000 --scenes 6 --frames-per-scene 8 --stride 13
+
+"$PY" models/train_heads.py --backbone "$DEMO/dinov3_tiny_240x320.onnx" \
+    --dataset "$WORK/train" --val "$WORK/heldout" \
+    --tasks detection,segmentation,depth,classification \
+    --cache "$WORK/cache" --out "$DEMO" ${TRAIN_ARGS:-}
+
+# AnomalyDINO memory bank of normal frames.
+"$BIN" bank build --model "$DEMO/dinov3_tiny_240x320.onnx" --images "$WORK/train/images" \
+    --out "$DEMO/anomaly" --max-patches 20000
+
+# Quality on held-out frames, by the Rust heads and independent metric code.
+"$BIN" predict --model "$DEMO/dinov3_tiny_240x320.onnx" --heads "$DEMO" \
+    --images "$WORK/heldout/images" --out "$WORK/pred"
+"$PY" models/eval_heads.py --dataset "$WORK/heldout" --predictions "$WORK/pred" \
+    --json "$DEMO/quality.json"

@@ -1,0 +1,243 @@
+//! Running a head ONNX (made by `models/train_heads.py`) on the features of a frame with tract.
+//!
+//! The graph reads backbone outputs by name: `patch_tokens` / `layer_<i>` as `[1, C, h, w]`
+//! grids (transposed here from the backbone's `[1, h*w, C]`) and `cls` as `[1, C]`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+use super::manifest::{manifest_path_for, HeadManifest};
+use super::{check_backbone, HeadError, HeadInput};
+use crate::features::PatchGrid;
+use crate::model::{sha256_file, Manifest};
+
+/// A head graph checked against its manifest and the backbone, compiled once.
+#[derive(Debug)]
+pub struct HeadGraph {
+    /// The head's manifest.
+    pub manifest: HeadManifest,
+    /// The ONNX file.
+    pub path: PathBuf,
+    plan: Arc<TypedRunnableModel>,
+    output_names: Vec<String>,
+    grid: (usize, usize),
+    channels: usize,
+    /// Scratch for transposed grids, one per input.
+    scratch: Vec<Vec<f32>>,
+}
+
+/// One output of a head graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadTensor {
+    /// Output name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+impl HeadGraph {
+    /// Load `onnx` and its manifest, check both against the backbone running at `grid`, and
+    /// compile the graph. `expected_outputs` are the output names the task requires, in order.
+    pub fn load(
+        onnx: &Path,
+        backbone: &Manifest,
+        grid: (usize, usize),
+        expected_outputs: &[&str],
+    ) -> Result<Self, HeadError> {
+        let manifest_path = manifest_path_for(onnx);
+        if !onnx.exists() {
+            return Err(HeadError::invalid(
+                onnx,
+                "no such head model",
+                "check the path, or train one with models/train_heads.py",
+            ));
+        }
+        let manifest = HeadManifest::load(&manifest_path)?;
+        check_backbone(
+            &manifest_path,
+            &manifest.backbone,
+            backbone,
+            grid,
+            &manifest.needed_layers(),
+        )?;
+        let sha = sha256_file(onnx)
+            .map_err(|e| HeadError::invalid(onnx, e.to_string(), "check the file"))?;
+        if sha != manifest.onnx_sha256 {
+            return Err(HeadError::invalid(
+                onnx,
+                format!(
+                    "sha256 {} does not match its manifest ({}): the file is corrupt or was replaced",
+                    &sha[..12],
+                    manifest.onnx_sha256.chars().take(12).collect::<String>()
+                ),
+                "copy the head ONNX and its .json together, or re-export them",
+            ));
+        }
+        let prepare = |e: TractError| HeadError::Prepare {
+            path: onnx.to_path_buf(),
+            reason: format!("{e:#}"),
+        };
+        let mut model = tract_onnx::onnx().model_for_path(onnx).map_err(prepare)?;
+        let graph_inputs: Vec<String> = model
+            .input_outlets()
+            .map_err(prepare)?
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
+        if graph_inputs != manifest.inputs {
+            return Err(HeadError::invalid(
+                onnx,
+                format!(
+                    "graph inputs {graph_inputs:?} differ from the manifest's {:?}",
+                    manifest.inputs
+                ),
+                "re-export the head with models/train_heads.py",
+            ));
+        }
+        let (h, w) = grid;
+        let c = backbone.hidden_size;
+        for (i, name) in manifest.inputs.iter().enumerate() {
+            let fact = if name == "cls" {
+                f32::fact([1, c])
+            } else {
+                f32::fact([1, c, h, w])
+            };
+            model = model.with_input_fact(i, fact.into()).map_err(prepare)?;
+        }
+        let output_names: Vec<String> = model
+            .output_outlets()
+            .map_err(prepare)?
+            .iter()
+            .map(|o| {
+                model
+                    .outlet_label(*o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
+            })
+            .collect();
+        if output_names != expected_outputs {
+            return Err(HeadError::invalid(
+                onnx,
+                format!(
+                    "graph outputs {output_names:?}, a {} head must output {expected_outputs:?}",
+                    manifest.task.as_str()
+                ),
+                "re-export the head with models/train_heads.py (output names in models/HEADS.md)",
+            ));
+        }
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(prepare)?;
+        let scratch = vec![Vec::new(); manifest.inputs.len()];
+        Ok(Self {
+            manifest,
+            path: onnx.to_path_buf(),
+            plan,
+            output_names,
+            grid,
+            channels: c,
+            scratch,
+        })
+    }
+
+    /// Run the graph on one frame's features.
+    pub fn run(&mut self, input: &HeadInput, head: &str) -> Result<Vec<HeadTensor>, HeadError> {
+        let run_err = |reason: String| HeadError::Run {
+            head: head.to_string(),
+            reason,
+        };
+        let (h, w) = self.grid;
+        let c = self.channels;
+        let features = input.features;
+        let patch = features.patch_grid();
+        if (patch.height, patch.width, patch.channels) != (h, w, c) {
+            return Err(run_err(format!(
+                "features are a {}x{}x{} grid, the head was prepared for {h}x{w}x{c}",
+                patch.height, patch.width, patch.channels
+            )));
+        }
+        let mut values: TVec<TValue> = tvec![];
+        for (name, buf) in self.manifest.inputs.iter().zip(&mut self.scratch) {
+            let tensor = if name == "cls" {
+                Tensor::from_shape::<f32>(&[1, c], features.cls())
+            } else {
+                let grid = if name == "patch_tokens" {
+                    Some(patch)
+                } else {
+                    self.manifest
+                        .layer_index(name)
+                        .and_then(|i| features.layer(i))
+                };
+                let grid =
+                    grid.ok_or_else(|| run_err(format!("backbone output {name} missing")))?;
+                tokens_to_chw(&grid, buf);
+                Tensor::from_shape::<f32>(&[1, c, h, w], buf)
+            }
+            .map_err(|e| run_err(format!("{e:#}")))?;
+            values.push(tensor.into());
+        }
+        let outputs = self
+            .plan
+            .run(values)
+            .map_err(|e| run_err(format!("{e:#}")))?;
+        outputs
+            .into_iter()
+            .zip(&self.output_names)
+            .map(|(value, name)| {
+                let mut tensor = value.into_tensor();
+                if tensor.datum_type() != f32::datum_type() {
+                    tensor = tensor
+                        .cast_to::<f32>()
+                        .map_err(|e| run_err(format!("{e:#}")))?
+                        .into_owned();
+                }
+                if tensor.as_plain_ram().is_none() {
+                    tensor = tensor
+                        .into_plain_ram()
+                        .map_err(|e| run_err(format!("{e:#}")))?;
+                }
+                let data = tensor
+                    .as_plain_ram()
+                    .and_then(|v| v.as_slice::<f32>().ok())
+                    .map(<[f32]>::to_vec)
+                    .ok_or_else(|| run_err(format!("output {name} is not float32")))?;
+                Ok(HeadTensor {
+                    name: name.clone(),
+                    shape: tensor.shape().to_vec(),
+                    data,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `[h*w, C]` tokens -> `[C, h, w]` planes.
+pub fn tokens_to_chw(grid: &PatchGrid, out: &mut Vec<f32>) {
+    let (n, c) = (grid.height * grid.width, grid.channels);
+    out.clear();
+    out.resize(n * c, 0.0);
+    for (p, token) in grid.tokens().enumerate() {
+        for (ch, &v) in token.iter().enumerate() {
+            out[ch * n + p] = v;
+        }
+    }
+}
+
+/// Check an output's shape.
+pub fn expect_shape(tensor: &HeadTensor, shape: &[usize], head: &str) -> Result<(), HeadError> {
+    if tensor.shape != shape {
+        return Err(HeadError::Run {
+            head: head.to_string(),
+            reason: format!(
+                "output {} has shape {:?}, expected {shape:?}",
+                tensor.name, tensor.shape
+            ),
+        });
+    }
+    Ok(())
+}

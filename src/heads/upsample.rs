@@ -1,0 +1,175 @@
+//! Bilinear upsampling of patch-resolution maps to camera pixels.
+//!
+//! Camera pixel centre `u + 0.5` maps to model-input `x = (u + 0.5) * scale_x + pad_x` through
+//! the letterbox, then to grid coordinate `x / patch - 0.5`, clamped to the grid: for a stretched
+//! input this is exactly PyTorch's `F.interpolate(mode="bilinear", align_corners=False)` to the
+//! camera size, which is what the heads were trained against. The weights are separable, so
+//! they are computed once per axis and reused for every channel.
+
+use crate::preprocess::Letterbox;
+
+/// Per-output-position source indices and weight of the second one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AxisWeights {
+    /// First source index.
+    pub i0: Vec<u32>,
+    /// Second source index (== i0 at the border).
+    pub i1: Vec<u32>,
+    /// Weight of i1 (i0 gets 1 - w).
+    pub w: Vec<f32>,
+}
+
+impl AxisWeights {
+    /// Weights for `out` output pixels sampling `len` grid cells, where output pixel centre
+    /// `p + 0.5` lies at model-input coordinate `(p + 0.5) * scale + pad` and a cell is `patch`
+    /// model pixels wide.
+    pub fn new(out: usize, len: usize, scale: f64, pad: f64, patch: usize) -> Self {
+        let mut i0 = Vec::with_capacity(out);
+        let mut i1 = Vec::with_capacity(out);
+        let mut w = Vec::with_capacity(out);
+        let last = len.saturating_sub(1) as f64;
+        for p in 0..out {
+            let g = (((p as f64 + 0.5) * scale + pad) / patch as f64 - 0.5).clamp(0.0, last);
+            let a = g.floor();
+            let b = (a + 1.0).min(last);
+            i0.push(a as u32);
+            i1.push(b as u32);
+            w.push((g - a) as f32);
+        }
+        Self { i0, i1, w }
+    }
+}
+
+/// Upsampling plan from a `grid_h x grid_w` map to the camera image of a letterbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upsampler {
+    /// Output width (camera pixels).
+    pub width: usize,
+    /// Output height.
+    pub height: usize,
+    grid_w: usize,
+    grid_h: usize,
+    x: AxisWeights,
+    y: AxisWeights,
+}
+
+impl Upsampler {
+    /// Plan for `letterbox`'s camera image and a `grid` of `patch`-pixel cells.
+    pub fn new(letterbox: &Letterbox, grid: (usize, usize), patch: usize) -> Self {
+        let (gh, gw) = grid;
+        Self {
+            width: letterbox.image_width,
+            height: letterbox.image_height,
+            grid_w: gw,
+            grid_h: gh,
+            x: AxisWeights::new(
+                letterbox.image_width,
+                gw,
+                letterbox.scale_x,
+                letterbox.pad_x,
+                patch,
+            ),
+            y: AxisWeights::new(
+                letterbox.image_height,
+                gh,
+                letterbox.scale_y,
+                letterbox.pad_y,
+                patch,
+            ),
+        }
+    }
+
+    /// Whether this plan fits `letterbox` and `grid` (so it can be reused).
+    pub fn fits(&self, letterbox: &Letterbox, grid: (usize, usize), patch: usize) -> bool {
+        self.width == letterbox.image_width
+            && self.height == letterbox.image_height
+            && (self.grid_h, self.grid_w) == grid
+            && *self == Self::new(letterbox, grid, patch)
+    }
+
+    /// Upsample one `[grid_h, grid_w]` plane into `out` (`height * width`, row-major).
+    pub fn plane(&self, plane: &[f32], out: &mut [f32]) {
+        let gw = self.grid_w;
+        // Horizontal pass per grid row, then blend two rows per output row.
+        let mut rows = vec![0.0f32; self.grid_h * self.width];
+        for gy in 0..self.grid_h {
+            let src = &plane[gy * gw..(gy + 1) * gw];
+            let dst = &mut rows[gy * self.width..(gy + 1) * self.width];
+            for (u, d) in dst.iter_mut().enumerate() {
+                let (a, b, w) = (self.x.i0[u] as usize, self.x.i1[u] as usize, self.x.w[u]);
+                *d = src[a] + (src[b] - src[a]) * w;
+            }
+        }
+        for (v, dst) in out.chunks_exact_mut(self.width).enumerate() {
+            let (a, b, w) = (self.y.i0[v] as usize, self.y.i1[v] as usize, self.y.w[v]);
+            let ra = &rows[a * self.width..(a + 1) * self.width];
+            let rb = &rows[b * self.width..(b + 1) * self.width];
+            for ((d, &pa), &pb) in dst.iter_mut().zip(ra).zip(rb) {
+                *d = pa + (pb - pa) * w;
+            }
+        }
+    }
+
+    /// Upsample `channels` planes (`[channels, grid_h, grid_w]`) to `[channels, height, width]`.
+    pub fn planes(&self, planes: &[f32], channels: usize) -> Vec<f32> {
+        let n_in = self.grid_h * self.grid_w;
+        let n_out = self.height * self.width;
+        let mut out = vec![0.0f32; channels * n_out];
+        for (src, dst) in planes
+            .chunks_exact(n_in)
+            .zip(out.chunks_exact_mut(n_out))
+            .take(channels)
+        {
+            self.plane(src, dst);
+        }
+        out
+    }
+
+    /// Per-pixel argmax over `channels` upsampled planes, without storing them all.
+    pub fn argmax(&self, planes: &[f32], channels: usize) -> Vec<u8> {
+        let n_in = self.grid_h * self.grid_w;
+        let n_out = self.height * self.width;
+        let mut best = vec![f32::NEG_INFINITY; n_out];
+        let mut ids = vec![0u8; n_out];
+        let mut plane = vec![0.0f32; n_out];
+        for (k, src) in planes.chunks_exact(n_in).take(channels).enumerate() {
+            self.plane(src, &mut plane);
+            for ((b, id), &v) in best.iter_mut().zip(ids.iter_mut()).zip(&plane) {
+                // Strictly greater: ties go to the lower class id, as torch.argmax does.
+                if v > *b {
+                    *b = v;
+                    *id = k as u8;
+                }
+            }
+        }
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::InputSize;
+    use crate::preprocess::ResizeMode;
+
+    #[test]
+    fn constant_plane_stays_constant_and_edges_clamp() {
+        let lb = Letterbox::plan(
+            40,
+            30,
+            InputSize {
+                height: 32,
+                width: 48,
+            },
+            ResizeMode::Letterbox,
+        );
+        let up = Upsampler::new(&lb, (2, 3), 16);
+        let out = up.planes(&[7.0; 6], 1);
+        assert!(out.iter().all(|&v| (v - 7.0).abs() < 1e-6));
+        // A ramp along x: the leftmost pixel clamps to cell 0, the rightmost to the last cell.
+        let out = up.planes(&[0.0, 1.0, 2.0, 0.0, 1.0, 2.0], 1);
+        assert_eq!(out[0], 0.0);
+        assert_eq!(out[39], 2.0);
+        assert!(out.windows(2).take(39).all(|p| p[1] >= p[0]));
+    }
+}
