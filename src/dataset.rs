@@ -4,9 +4,10 @@
 //! ```text
 //! DIR/images/000001.png            RGB frames (file stem = COCO image id, from 1)
 //! DIR/annotations.json             COCO instances (bbox [x, y, w, h]; category ids from 1)
-//! DIR/masks/000000.png             8-bit class id per pixel (0 = ground/sky)
-//! DIR/depth/000000.npy             float32 metres (0 = no depth: sky)
-//! DIR/classes/<label>/000000.png   ImageFolder: the class of the largest visible object
+//! DIR/masks/000001.png             8-bit class id per pixel (0 = ground/sky)
+//! DIR/masks/class_names.json       ["ground", "box", "ball", "cone"]
+//! DIR/depth/000001.npy             float32 metres (0 = no depth: sky)
+//! DIR/classes/<label>/000001.png   ImageFolder: the class of the largest visible object
 //! ```
 //!
 //! Frames come from `scenes` seeds (`seed`, `seed + 1`, ...), `frames_per_scene` from each, `stride`
@@ -215,6 +216,10 @@ pub fn write_synthetic(options: &SyntheticDatasetOptions) -> Result<DatasetSumma
             image_id += 1;
         }
     }
+    // Segmentation class names, background first (train_heads.py reads this file).
+    let names_path = out.join("masks").join("class_names.json");
+    let names = serde_json::to_string(&CLASS_NAMES).map_err(|e| write_err(&names_path, e))?;
+    std::fs::write(&names_path, names).map_err(|e| write_err(&names_path, e))?;
     let ann_path = out.join("annotations.json");
     let text = serde_json::to_string(&coco).map_err(|e| write_err(&ann_path, e))?;
     std::fs::write(&ann_path, text).map_err(|e| write_err(&ann_path, e))?;

@@ -32,6 +32,7 @@ impl ClassificationHead {
         grid: (usize, usize),
     ) -> Result<Self, HeadError> {
         let graph = HeadGraph::load(onnx, backbone, grid, &["logits"])?;
+        graph.check_output(0, &[1, graph.manifest.class_names.len()])?;
         let top_k = graph
             .manifest
             .classification

@@ -29,6 +29,7 @@ impl DepthHead {
         grid: (usize, usize),
     ) -> Result<Self, HeadError> {
         let graph = HeadGraph::load(onnx, backbone, grid, &["depth"])?;
+        graph.check_output(0, &[1, 1, grid.0, grid.1])?;
         let params =
             graph.manifest.depth.clone().ok_or_else(|| {
                 HeadError::invalid(onnx, "no depth section", "see models/HEADS.md")

@@ -130,6 +130,9 @@ impl DetectionHead {
         grid: (usize, usize),
     ) -> Result<Self, HeadError> {
         let graph = HeadGraph::load(onnx, backbone, grid, &["scores", "boxes"])?;
+        let k = graph.manifest.class_names.len();
+        graph.check_output(0, &[1, k, grid.0, grid.1])?;
+        graph.check_output(1, &[1, 4, grid.0, grid.1])?;
         let params = graph.manifest.detection.clone().ok_or_else(|| {
             HeadError::invalid(onnx, "no detection section", "see models/HEADS.md")
         })?;

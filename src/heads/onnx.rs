@@ -22,6 +22,7 @@ pub struct HeadGraph {
     pub path: PathBuf,
     plan: Arc<TypedRunnableModel>,
     output_names: Vec<String>,
+    output_shapes: Vec<Option<Vec<usize>>>,
     grid: (usize, usize),
     channels: usize,
     /// Scratch for transposed grids, one per input.
@@ -129,20 +130,63 @@ impl HeadGraph {
                 "re-export the head with models/train_heads.py (output names in models/HEADS.md)",
             ));
         }
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(prepare)?;
+        let typed = model.into_optimized().map_err(prepare)?;
+        let output_shapes = typed
+            .output_outlets()
+            .map_err(prepare)?
+            .iter()
+            .map(|o| {
+                typed
+                    .outlet_fact(*o)
+                    .ok()
+                    .and_then(|f| f.shape.as_concrete().map(<[usize]>::to_vec))
+            })
+            .collect();
+        let plan = typed.into_runnable().map_err(prepare)?;
         let scratch = vec![Vec::new(); manifest.inputs.len()];
         Ok(Self {
             manifest,
             path: onnx.to_path_buf(),
             plan,
             output_names,
+            output_shapes,
             grid,
             channels: c,
             scratch,
         })
+    }
+
+    /// Check at load time that output `index` has `expected` shape, where dimension 1 counts
+    /// the manifest's classes (or channels).
+    pub fn check_output(&self, index: usize, expected: &[usize]) -> Result<(), HeadError> {
+        let name = self.output_names.get(index).map_or("?", String::as_str);
+        let Some(Some(shape)) = self.output_shapes.get(index) else {
+            return Err(HeadError::invalid(
+                &self.path,
+                format!("output {name} has no static shape"),
+                "re-export the head with models/train_heads.py (static shapes)",
+            ));
+        };
+        if shape.as_slice() == expected {
+            return Ok(());
+        }
+        let reason = if shape.len() == expected.len()
+            && shape.len() >= 2
+            && shape[1] != expected[1]
+            && !self.manifest.class_names.is_empty()
+        {
+            format!(
+                "the graph outputs {} classes in {name} {shape:?} but its manifest lists {} class names",
+                shape[1], expected[1]
+            )
+        } else {
+            format!("output {name} has shape {shape:?}, expected {expected:?}")
+        };
+        Err(HeadError::invalid(
+            &self.path,
+            reason,
+            "keep each head ONNX with the .json exported with it (models/train_heads.py)",
+        ))
     }
 
     /// Run the graph on one frame's features.

@@ -30,6 +30,8 @@ impl SegmentationHead {
         grid: (usize, usize),
     ) -> Result<Self, HeadError> {
         let graph = HeadGraph::load(onnx, backbone, grid, &["logits"])?;
+        let k = graph.manifest.class_names.len();
+        graph.check_output(0, &[1, k, grid.0, grid.1])?;
         let palette = graph
             .manifest
             .segmentation
