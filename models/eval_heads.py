@@ -10,7 +10,8 @@ PRED is what ``predict`` writes. Metrics:
 * detection: COCO mAP@[.5:.95] and mAP@.5 by pycocotools' COCOeval on ``detections.json``;
 * segmentation: mIoU over classes present in truth or prediction (confusion matrix over all
   pixels of all images; 255 in the truth = ignore);
-* depth: AbsRel, RMSE and delta1 over pixels with valid truth (finite, > 0);
+* depth: AbsRel, RMSE and delta1 over pixels with valid truth (finite, > 0, and at most
+  ``--max-depth`` metres when given);
 * classification: top-1 accuracy against the ImageFolder labels.
 
 Only what PRED contains is scored. Exit status 2 with a message naming the file on bad input.
@@ -85,7 +86,7 @@ def segmentation_miou(dataset: Path, pred: Path) -> dict | None:
     }
 
 
-def depth_errors(dataset: Path, pred: Path) -> dict | None:
+def depth_errors(dataset: Path, pred: Path, max_depth: float | None = None) -> dict | None:
     pdir = pred / "depth"
     files = sorted(pdir.glob("*.npy")) if pdir.is_dir() else []
     if not files:
@@ -101,6 +102,8 @@ def depth_errors(dataset: Path, pred: Path) -> dict | None:
         if truth.shape != p.shape:
             fail(f"{f}: shape {p.shape} differs from the ground truth {truth.shape}")
         valid = np.isfinite(truth) & (truth > 0) & np.isfinite(p) & (p > 0)
+        if max_depth is not None:
+            valid &= truth <= max_depth
         tv, pv = truth[valid], p[valid]
         abs_rel += float(np.sum(np.abs(pv - tv) / tv))
         sq += float(np.sum((pv - tv) ** 2))
@@ -136,6 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--predictions", type=Path, required=True)
     ap.add_argument("--json", type=Path, help="also write the report here")
+    ap.add_argument("--max-depth", type=float, help="score depth only where the truth is <= this many metres (KITTI-style cap, e.g. 80)")
     args = ap.parse_args(argv)
     for d, what in ((args.dataset, "--dataset"), (args.predictions, "--predictions")):
         if not d.is_dir():
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "detection": detection_map(args.dataset, args.predictions),
         "segmentation": segmentation_miou(args.dataset, args.predictions),
-        "depth": depth_errors(args.dataset, args.predictions),
+        "depth": depth_errors(args.dataset, args.predictions, args.max_depth),
         "classification": classification_accuracy(args.dataset, args.predictions),
     }
     report = {k: v for k, v in report.items() if v is not None}

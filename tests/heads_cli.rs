@@ -40,7 +40,8 @@ fn head_copy(dir: &Path, task: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
     let dst = dir.join(format!("{task}.onnx"));
     std::fs::copy(&src, &dst).unwrap();
     let mut json: Value =
-        serde_json::from_str(&std::fs::read_to_string(src.with_extension("json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(src.with_extension("json")).unwrap())
+            .unwrap();
     edit(&mut json);
     std::fs::write(dst.with_extension("json"), json.to_string()).unwrap();
     dst
@@ -73,7 +74,12 @@ fn run_with_every_fixture_head_reports_their_outputs() {
         err.contains("heads: detection, segmentation, depth, classification, pca"),
         "{err}"
     );
-    for needle in ["detection: ", "segmentation: 160x120", "depth: ", "pca: 160x120"] {
+    for needle in [
+        "detection: ",
+        "segmentation: 160x120",
+        "depth: ",
+        "pca: 160x120",
+    ] {
         assert!(err.contains(needle), "missing {needle:?} in\n{err}");
     }
     // Ground truth of the synthetic scene is scored as the run goes.
@@ -100,9 +106,19 @@ fn head_with_another_feature_dimension() {
 #[test]
 fn head_trained_at_another_grid() {
     let dir = tempfile::tempdir().unwrap();
-    head_copy(dir.path(), "depth", |j| j["backbone"]["grid"] = serde_json::json!([14, 14]));
+    head_copy(dir.path(), "depth", |j| {
+        j["backbone"]["grid"] = serde_json::json!([14, 14])
+    });
     let o = run_with_heads(dir.path());
-    assert_bad_input(&o, &["patch grid", "14x14", "4x6", "224x224 pixels (--input-size)"]);
+    assert_bad_input(
+        &o,
+        &[
+            "patch grid",
+            "14x14",
+            "4x6",
+            "224x224 pixels (--input-size)",
+        ],
+    );
 }
 
 #[test]
@@ -128,7 +144,9 @@ fn head_of_another_backbone_checkpoint() {
 #[test]
 fn head_without_class_names() {
     let dir = tempfile::tempdir().unwrap();
-    let onnx = head_copy(dir.path(), "detection", |j| j["class_names"] = serde_json::json!([]));
+    let onnx = head_copy(dir.path(), "detection", |j| {
+        j["class_names"] = serde_json::json!([])
+    });
     let o = run_with_heads(dir.path());
     assert_bad_input(
         &o,
@@ -147,7 +165,14 @@ fn head_whose_class_count_disagrees_with_its_graph() {
         j["class_names"] = serde_json::json!(["a", "b"]);
     });
     let o = run_with_heads(dir.path());
-    assert_bad_input(&o, &["segmentation.onnx", "lists 2 class names", "outputs 4 classes"]);
+    assert_bad_input(
+        &o,
+        &[
+            "segmentation.onnx",
+            "lists 2 class names",
+            "outputs 4 classes",
+        ],
+    );
 }
 
 #[test]
@@ -159,7 +184,14 @@ fn head_onnx_replaced_or_corrupt() {
     bytes[n / 2] ^= 0x55;
     std::fs::write(&onnx, bytes).unwrap();
     let o = run_with_heads(dir.path());
-    assert_bad_input(&o, &[onnx.to_str().unwrap(), "sha256", "copy the head ONNX and its .json together"]);
+    assert_bad_input(
+        &o,
+        &[
+            onnx.to_str().unwrap(),
+            "sha256",
+            "copy the head ONNX and its .json together",
+        ],
+    );
 }
 
 #[test]
@@ -167,7 +199,14 @@ fn head_manifest_with_unknown_field_or_wrong_task_section() {
     let dir = tempfile::tempdir().unwrap();
     head_copy(dir.path(), "depth", |j| j["depth_scale"] = 2.into());
     let o = run_with_heads(dir.path());
-    assert_bad_input(&o, &["depth.json", "unknown field `depth_scale`", "train_heads.py"]);
+    assert_bad_input(
+        &o,
+        &[
+            "depth.json",
+            "unknown field `depth_scale`",
+            "train_heads.py",
+        ],
+    );
     let dir = tempfile::tempdir().unwrap();
     head_copy(dir.path(), "depth", |j| j["depth"] = Value::Null);
     let o = run_with_heads(dir.path());

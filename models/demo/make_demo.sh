@@ -23,15 +23,21 @@ rm -rf "$WORK"
 
 "$PY" models/train_heads.py --backbone "$DEMO/dinov3_tiny_240x320.onnx" \
     --dataset "$WORK/train" --val "$WORK/heldout" \
-    --tasks detection,segmentation,depth,classification \
-    --cache "$WORK/cache" --out "$DEMO" ${TRAIN_ARGS:-}
+    --tasks detection,segmentation,classification --epochs 30 \
+    --cache "$WORK/cache" --out "$DEMO"
+# Depth: metric range capped at 80 m (the ground reaches kilometres near the horizon).
+"$PY" models/train_heads.py --backbone "$DEMO/dinov3_tiny_240x320.onnx" \
+    --dataset "$WORK/train" --val "$WORK/heldout" \
+    --tasks depth --min-depth 1 --max-depth 80 --label-stride 4 \
+    --cache "$WORK/cache" --out "$DEMO"
 
-# AnomalyDINO memory bank of normal frames.
-"$BIN" bank build --model "$DEMO/dinov3_tiny_240x320.onnx" --images "$WORK/train/images" \
-    --out "$DEMO/anomaly" --max-patches 20000
+# AnomalyDINO memory bank of normal frames (64 frames of other scenes, coreset to 10k patches).
+"$BIN" dataset synthetic --out "$WORK/normal" --seed 500 --scenes 8 --frames-per-scene 8 --stride 11
+"$BIN" bank build --model "$DEMO/dinov3_tiny_240x320.onnx" --images "$WORK/normal/images" \
+    --out "$DEMO/anomaly" --max-patches 10000
 
 # Quality on held-out frames, by the Rust heads and independent metric code.
 "$BIN" predict --model "$DEMO/dinov3_tiny_240x320.onnx" --heads "$DEMO" \
     --images "$WORK/heldout/images" --out "$WORK/pred"
 "$PY" models/eval_heads.py --dataset "$WORK/heldout" --predictions "$WORK/pred" \
-    --json "$DEMO/quality.json"
+    --max-depth 80 --json "$DEMO/quality.json"
