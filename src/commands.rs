@@ -57,6 +57,9 @@ pub enum CommandError {
     /// Writing a dataset failed.
     #[error(transparent)]
     Dataset(#[from] DatasetError),
+    /// Building an anomaly memory bank failed.
+    #[error(transparent)]
+    Bank(#[from] crate::bank::BankError),
     /// Writing an output failed.
     #[error("cannot write {path}: {reason}; check the directory and free space")]
     Write {
@@ -77,6 +80,7 @@ impl CommandError {
             CommandError::Backend(e) if !e.is_bad_input() => crate::exit::FAILURE,
             CommandError::Source(e) if !e.is_bad_input() => crate::exit::FAILURE,
             CommandError::Head(e) if !e.is_bad_input() => crate::exit::FAILURE,
+            CommandError::Bank(e) => e.exit_code(),
             CommandError::Write { .. } => crate::exit::FAILURE,
             CommandError::Pipeline(PipelineError::Source(e)) if e.is_bad_input() => {
                 crate::exit::BAD_INPUT

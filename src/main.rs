@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dinov3_perception::commands::{
     self, CommandError, FeaturesOptions, PredictOptions, RunOptions,
 };
+use dinov3_perception::bank::{build_bank, BuildBankOptions};
 use dinov3_perception::dataset::{self, SyntheticDatasetOptions};
 use dinov3_perception::exit;
 use dinov3_perception::preprocess::ResizeMode;
@@ -146,6 +147,11 @@ enum Command {
         #[command(flatten)]
         backbone: BackboneArgs,
     },
+    /// Anomaly memory banks (AnomalyDINO).
+    Bank {
+        #[command(subcommand)]
+        action: BankAction,
+    },
     /// Write datasets in standard formats (COCO JSON, PNG masks, depth .npy, ImageFolder).
     Dataset {
         #[command(subcommand)]
@@ -167,6 +173,34 @@ enum Command {
         /// Output .npz file.
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        backbone: BackboneArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BankAction {
+    /// Build a bank of L2-normalised patch features from a directory of normal images.
+    Build {
+        /// Backbone .onnx file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Directory of normal PNG/JPEG images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Output NAME: writes NAME.bank.json and NAME.bank.npz (name it `anomaly` inside a
+        /// heads directory for `run --heads`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Keep at most this many patches (greedy coreset subsampling).
+        #[arg(long)]
+        max_patches: Option<usize>,
+        /// Image score: mean of the top PERCENT of patch distances.
+        #[arg(long, default_value_t = 1.0)]
+        top_percent: f32,
+        /// Seed of the coreset.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         #[command(flatten)]
         backbone: BackboneArgs,
     },
@@ -320,6 +354,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 report.backbone_ms,
                 report.heads_ms
             );
+        }
+        Command::Bank {
+            action:
+                BankAction::Build {
+                    model,
+                    images,
+                    out,
+                    max_patches,
+                    top_percent,
+                    seed,
+                    backbone,
+                },
+        } => {
+            let mut opts = BuildBankOptions::new(model, images, out);
+            opts.max_patches = max_patches;
+            opts.top_percent = top_percent;
+            opts.seed = seed;
+            opts.input_size = backbone.input_size()?;
+            opts.resize = backbone.resize.into();
+            opts.backend = backbone.backend;
+            opts.threads = backbone.threads;
+            let summary = build_bank(&opts).map_err(CommandError::from)?;
+            log::info!("{}", summary.line());
         }
         Command::Dataset {
             kind:
