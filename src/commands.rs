@@ -51,15 +51,15 @@ pub enum CommandError {
     /// The pipeline failed.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
-    /// A head or memory bank problem.
+    /// A head or memory bank problem (boxed: the variant is large).
     #[error(transparent)]
-    Head(#[from] HeadError),
+    Head(Box<HeadError>),
     /// Writing a dataset failed.
     #[error(transparent)]
     Dataset(#[from] DatasetError),
-    /// Building an anomaly memory bank failed.
+    /// Building an anomaly memory bank failed (boxed: the variant is large).
     #[error(transparent)]
-    Bank(#[from] crate::bank::BankError),
+    Bank(Box<crate::bank::BankError>),
     /// Writing an output failed.
     #[error("cannot write {path}: {reason}; check the directory and free space")]
     Write {
@@ -71,6 +71,18 @@ pub enum CommandError {
     /// A command-line value is invalid.
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<HeadError> for CommandError {
+    fn from(e: HeadError) -> Self {
+        CommandError::Head(Box::new(e))
+    }
+}
+
+impl From<crate::bank::BankError> for CommandError {
+    fn from(e: crate::bank::BankError) -> Self {
+        CommandError::Bank(Box::new(e))
+    }
 }
 
 impl CommandError {
@@ -633,10 +645,11 @@ pub fn predict(opts: &PredictOptions) -> Result<PredictReport, CommandError> {
             .run_frame(frame, &clock)
             .map_err(|e| CommandError::Usage(format!("{}: {e}", path.display())))?;
         if let Some((head, e)) = result.head_errors.first() {
-            return Err(CommandError::Head(HeadError::Run {
+            return Err(HeadError::Run {
                 head: head.clone(),
                 reason: format!("{}: {e}", path.display()),
-            }));
+            }
+            .into());
         }
         backbone_s += result.timings.backbone.as_secs_f64();
         heads_s += result.timings.heads.as_secs_f64();

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use dinov3_perception::bank::{build_bank, BuildBankOptions};
 use dinov3_perception::commands::{
     self, CommandError, FeaturesOptions, PredictOptions, RunOptions,
 };
-use dinov3_perception::bank::{build_bank, BuildBankOptions};
 use dinov3_perception::dataset::{self, SyntheticDatasetOptions};
 use dinov3_perception::exit;
 use dinov3_perception::preprocess::ResizeMode;

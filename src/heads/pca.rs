@@ -37,7 +37,7 @@ pub struct PcaBasis {
 impl PcaBasis {
     /// Fit on `tokens` (`[n, c]` row-major). Needs at least 4 tokens.
     pub fn fit(tokens: &[f32], c: usize) -> Result<Self, String> {
-        if c == 0 || tokens.len() % c != 0 || tokens.len() / c < COMPONENTS + 1 {
+        if c == 0 || !tokens.len().is_multiple_of(c) || tokens.len() / c < COMPONENTS + 1 {
             return Err(format!(
                 "need at least {} tokens of dimension {c} to fit a PCA basis, got {} values",
                 COMPONENTS + 1,

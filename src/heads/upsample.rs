@@ -154,10 +154,16 @@ impl Upsampler {
                     let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     (lo, hi)
                 };
-                let bound = (0..k).map(|c| corners(c).0).fold(f32::NEG_INFINITY, f32::max);
+                let bound = (0..k)
+                    .map(|c| corners(c).0)
+                    .fold(f32::NEG_INFINITY, f32::max);
                 let margin = 1e-5 * (bound.abs() + 1.0);
                 let list: Vec<u16> = (0..k)
-                    .filter(|&c| !(corners(c).1 < bound - margin))
+                    // Keep NaN corners (never provably losing), like the full argmax would see them.
+                    .filter(|&c| {
+                        corners(c).1.partial_cmp(&(bound - margin))
+                            != Some(std::cmp::Ordering::Less)
+                    })
                     .map(|c| c as u16)
                     .collect();
                 candidates.push(list);
