@@ -5,6 +5,7 @@
 //! ```text
 //! RGB image -> preprocess (resize, normalise, NCHW f32 + mapping back to image pixels)
 //!           -> backend (tract on CPU; TensorRT behind a feature later) -> Features
+//!           -> task heads (detection, segmentation, depth, classification, anomaly, PCA)
 //! ```
 //!
 //! * [`model`]: the backbone model file and its manifest, checked against each other.
@@ -13,12 +14,17 @@
 //! * [`features`]: zero-copy views (CLS, registers, patch grid, intermediate layers) over the outputs.
 //! * [`frame`]: RGB8 frames with capture stamp, sequence number and frame_id; the injected clock.
 //! * [`source`]: frame sources (synthetic scene, image files, V4L2 cameras).
-//! * [`pipeline`]: capture -> newest-wins queue -> inference -> bounded fan-out to sinks.
+//! * [`pipeline`]: capture -> newest-wins queue -> inference (backbone + heads) -> bounded fan-out to sinks.
+//! * [`heads`]: the `TaskHead` trait, the head set with run-time switches, one module per head.
+//! * [`bank`]: building AnomalyDINO memory banks from normal images (`bank build`).
+//! * [`dataset`]: the synthetic scene written as COCO / PNG masks / depth / ImageFolder data.
+//! * [`eval`]: pixel metrics against ground truth (mIoU, depth errors, box recall).
+//! * [`display`]: head outputs as log lines (what the default run shows).
 //! * [`telemetry`]: logging, rate-limited warnings, fixed-size stage latency histograms.
 //! * [`image_io`]: reading images from files with errors that name the file.
 //! * [`npz`]: writing float32 arrays as NumPy `.npz`.
 //! * [`tolerance`]: named numeric tolerances used to compare against PyTorch references.
-//! * [`commands`]: the bodies of the `inspect` and `features` subcommands.
+//! * [`commands`]: the bodies of the `run`, `inspect`, `features` and `predict` subcommands.
 //! * [`exit`]: mapping errors to the process exit codes scripts rely on.
 
 pub mod backend;
