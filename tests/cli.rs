@@ -4,30 +4,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::fixture;
-
-fn bin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dinov3_perception"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_bad_input(o: &Output, must_mention: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "exit code; stderr:\n{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for m in must_mention {
-        assert!(err.contains(m), "stderr should mention {m:?}:\n{err}");
-    }
-}
+use common::{assert_bad_input, bin, fixture, stderr};
 
 /// Copy the tiny fixture (onnx + manifest) into a temp dir, optionally altering either.
 fn tiny_copy(

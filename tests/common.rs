@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// `tests/fixtures/...` under the crate root.
 pub fn fixture(rel: &str) -> PathBuf {
@@ -14,4 +15,28 @@ pub fn fixture(rel: &str) -> PathBuf {
 pub fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     dinov3_perception::npz::read_npy_f32(path)
         .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// Run the binary with `args` (log level info).
+pub fn bin(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dinov3_perception"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("binary runs")
+}
+
+/// The process's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit code 2, no panic, and every needle in stderr.
+pub fn assert_bad_input(o: &Output, must_mention: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for m in must_mention {
+        assert!(err.contains(m), "stderr should mention {m:?}:\n{err}");
+    }
 }

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use tract_onnx::prelude::tract_ndarray::linalg::general_mat_mul;
 use tract_onnx::prelude::tract_ndarray::{ArrayView2, ArrayViewMut2};
 
-use super::upsample::Upsampler;
+use super::upsample::UpsamplerCache;
 use super::{
     AnomalyResult, BackboneRef, FloatImage, HeadError, HeadInput, HeadOutput, Task, TaskHead,
 };
@@ -1003,7 +1003,7 @@ pub struct AnomalyHead {
     patch: usize,
     grid: (usize, usize),
     threads: usize,
-    upsampler: Option<Upsampler>,
+    upsampler: UpsamplerCache,
     learner: Arc<ReferenceLearner>,
 }
 
@@ -1031,7 +1031,7 @@ impl AnomalyHead {
             patch,
             grid,
             threads: 0,
-            upsampler: None,
+            upsampler: UpsamplerCache::default(),
             learner: Arc::new(ReferenceLearner::default()),
         }
     }
@@ -1093,19 +1093,6 @@ impl AnomalyHead {
             reason: e.to_string(),
         }
     }
-
-    fn upsampler(&mut self, input: &HeadInput, grid: (usize, usize)) -> &Upsampler {
-        let lb = input.letterbox;
-        let fits = self
-            .upsampler
-            .as_ref()
-            .is_some_and(|u| u.fits(lb, grid, self.patch));
-        if !fits {
-            self.upsampler = Some(Upsampler::new(lb, grid, self.patch));
-        }
-        self.upsampler
-            .get_or_insert_with(|| Upsampler::new(lb, grid, self.patch))
-    }
 }
 
 impl TaskHead for AnomalyHead {
@@ -1137,7 +1124,7 @@ impl TaskHead for AnomalyHead {
         if dims != self.grid {
             self.grid = dims;
         }
-        let up = self.upsampler(input, dims);
+        let up = self.upsampler.get(input.letterbox, dims, self.patch);
         let mut data = vec![0.0f32; up.width * up.height];
         up.plane(&distances, &mut data);
         let map = FloatImage {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::onnx::{expect_shape, HeadGraph};
+use super::onnx::HeadGraph;
 use super::{ClassScore, HeadError, HeadInput, HeadOutput, Task, TaskHead};
 use crate::model::Manifest;
 
@@ -49,9 +49,7 @@ impl ClassificationHead {
     /// Raw logits `[K]` of one frame (for parity tests).
     pub fn logits(&mut self, input: &HeadInput) -> Result<Vec<f32>, HeadError> {
         let k = self.graph.manifest.class_names.len();
-        let out = self.graph.run(input, &self.name)?;
-        expect_shape(&out[0], &[1, k], &self.name)?;
-        Ok(out.into_iter().next().map(|t| t.data).unwrap_or_default())
+        self.graph.run_single(input, &self.name, &[1, k])
     }
 }
 

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::manifest::DepthParams;
-use super::onnx::{expect_shape, HeadGraph};
-use super::upsample::Upsampler;
+use super::onnx::HeadGraph;
+use super::upsample::UpsamplerCache;
 use super::{FloatImage, HeadError, HeadInput, HeadOutput, Task, TaskHead};
 use crate::model::Manifest;
 
@@ -17,7 +17,7 @@ pub struct DepthHead {
     grid: (usize, usize),
     patch: usize,
     params: DepthParams,
-    upsampler: Option<Upsampler>,
+    upsampler: UpsamplerCache,
 }
 
 impl DepthHead {
@@ -40,7 +40,7 @@ impl DepthHead {
             grid,
             patch: backbone.patch_size,
             params,
-            upsampler: None,
+            upsampler: UpsamplerCache::default(),
         })
     }
 
@@ -52,9 +52,7 @@ impl DepthHead {
     /// Patch-resolution depth `[h, w]` in metres, before clamping (for parity tests).
     pub fn patch_depth(&mut self, input: &HeadInput) -> Result<Vec<f32>, HeadError> {
         let (h, w) = self.grid;
-        let out = self.graph.run(input, &self.name)?;
-        expect_shape(&out[0], &[1, 1, h, w], &self.name)?;
-        Ok(out.into_iter().next().map(|t| t.data).unwrap_or_default())
+        self.graph.run_single(input, &self.name, &[1, 1, h, w])
     }
 }
 
@@ -69,17 +67,7 @@ impl TaskHead for DepthHead {
 
     fn run(&mut self, input: &HeadInput) -> Result<HeadOutput, HeadError> {
         let depth = self.patch_depth(input)?;
-        let lb = input.letterbox;
-        if !self
-            .upsampler
-            .as_ref()
-            .is_some_and(|u| u.fits(lb, self.grid, self.patch))
-        {
-            self.upsampler = Some(Upsampler::new(lb, self.grid, self.patch));
-        }
-        let up = self
-            .upsampler
-            .get_or_insert_with(|| Upsampler::new(lb, self.grid, self.patch));
+        let up = self.upsampler.get(input.letterbox, self.grid, self.patch);
         let mut data = up.planes(&depth, 1);
         let (lo, hi) = (self.params.min_depth_m, self.params.max_depth_m);
         for d in &mut data {

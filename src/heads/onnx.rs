@@ -189,6 +189,25 @@ impl HeadGraph {
         ))
     }
 
+    /// Run a single-output graph and return that output's values, checking its `shape`.
+    pub fn run_single(
+        &mut self,
+        input: &HeadInput,
+        head: &str,
+        shape: &[usize],
+    ) -> Result<Vec<f32>, HeadError> {
+        let out = self
+            .run(input, head)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| HeadError::Run {
+                head: head.to_string(),
+                reason: "the graph gave no output".into(),
+            })?;
+        expect_shape(&out, shape, head)?;
+        Ok(out.data)
+    }
+
     /// Run the graph on one frame's features.
     pub fn run(&mut self, input: &HeadInput, head: &str) -> Result<Vec<HeadTensor>, HeadError> {
         let run_err = |reason: String| HeadError::Run {

@@ -10,7 +10,7 @@ use std::path::Path;
 use nalgebra::{DMatrix, SymmetricEigen};
 use serde::{Deserialize, Serialize};
 
-use super::upsample::Upsampler;
+use super::upsample::UpsamplerCache;
 use super::{HeadError, HeadInput, HeadOutput, RgbImage, Task, TaskHead};
 
 /// Components shown (R, G, B).
@@ -188,7 +188,7 @@ pub struct PcaHead {
     collected: Vec<f32>,
     seen: usize,
     basis: Option<PcaBasis>,
-    upsampler: Option<Upsampler>,
+    upsampler: UpsamplerCache,
     patch: usize,
 }
 
@@ -201,7 +201,7 @@ impl PcaHead {
             collected: Vec::new(),
             seen: 0,
             basis: None,
-            upsampler: None,
+            upsampler: UpsamplerCache::default(),
             patch,
         }
     }
@@ -265,17 +265,7 @@ impl PcaHead {
     fn render(&mut self, basis: &PcaBasis, input: &HeadInput) -> RgbImage {
         let grid = input.features.patch_grid();
         let dims = (grid.height, grid.width);
-        let lb = input.letterbox;
-        if !self
-            .upsampler
-            .as_ref()
-            .is_some_and(|u| u.fits(lb, dims, self.patch))
-        {
-            self.upsampler = Some(Upsampler::new(lb, dims, self.patch));
-        }
-        let up = self
-            .upsampler
-            .get_or_insert_with(|| Upsampler::new(lb, dims, self.patch));
+        let up = self.upsampler.get(input.letterbox, dims, self.patch);
         let planes = basis.colour_planes(&basis.project(grid.as_slice()));
         let big = up.planes(&planes, COMPONENTS);
         let n = up.width * up.height;

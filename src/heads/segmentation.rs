@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::onnx::{expect_shape, HeadGraph};
-use super::upsample::Upsampler;
+use super::onnx::HeadGraph;
+use super::upsample::UpsamplerCache;
 use super::{ClassMap, HeadError, HeadInput, HeadOutput, Task, TaskHead};
 use crate::model::Manifest;
 
@@ -18,7 +18,7 @@ pub struct SegmentationHead {
     patch: usize,
     palette: Vec<[u8; 3]>,
     class_names: Arc<Vec<String>>,
-    upsampler: Option<Upsampler>,
+    upsampler: UpsamplerCache,
 }
 
 impl SegmentationHead {
@@ -46,7 +46,7 @@ impl SegmentationHead {
             patch: backbone.patch_size,
             palette,
             class_names,
-            upsampler: None,
+            upsampler: UpsamplerCache::default(),
         })
     }
 
@@ -59,23 +59,7 @@ impl SegmentationHead {
     pub fn logits(&mut self, input: &HeadInput) -> Result<Vec<f32>, HeadError> {
         let (h, w) = self.grid;
         let k = self.class_names.len();
-        let out = self.graph.run(input, &self.name)?;
-        expect_shape(&out[0], &[1, k, h, w], &self.name)?;
-        Ok(out.into_iter().next().map(|t| t.data).unwrap_or_default())
-    }
-
-    /// The upsampling plan for this frame's geometry (cached across frames).
-    pub fn upsampler(&mut self, input: &HeadInput) -> &Upsampler {
-        let lb = input.letterbox;
-        let fits = self
-            .upsampler
-            .as_ref()
-            .is_some_and(|u| u.fits(lb, self.grid, self.patch));
-        if !fits {
-            self.upsampler = Some(Upsampler::new(lb, self.grid, self.patch));
-        }
-        self.upsampler
-            .get_or_insert_with(|| Upsampler::new(lb, self.grid, self.patch))
+        self.graph.run_single(input, &self.name, &[1, k, h, w])
     }
 }
 
@@ -91,7 +75,7 @@ impl TaskHead for SegmentationHead {
     fn run(&mut self, input: &HeadInput) -> Result<HeadOutput, HeadError> {
         let logits = self.logits(input)?;
         let k = self.class_names.len();
-        let up = self.upsampler(input).clone();
+        let up = self.upsampler.get(input.letterbox, self.grid, self.patch);
         let class_ids = up.argmax(&logits, k);
         let mut color = Vec::with_capacity(class_ids.len() * 3);
         for &id in &class_ids {

@@ -79,14 +79,6 @@ impl Upsampler {
         }
     }
 
-    /// Whether this plan fits `letterbox` and `grid` (so it can be reused).
-    pub fn fits(&self, letterbox: &Letterbox, grid: (usize, usize), patch: usize) -> bool {
-        self.width == letterbox.image_width
-            && self.height == letterbox.image_height
-            && (self.grid_h, self.grid_w) == grid
-            && *self == Self::new(letterbox, grid, patch)
-    }
-
     /// Upsample one `[grid_h, grid_w]` plane into `out` (`height * width`, row-major).
     pub fn plane(&self, plane: &[f32], out: &mut [f32]) {
         let gw = self.grid_w;
@@ -211,6 +203,27 @@ impl Upsampler {
             }
         }
         ids
+    }
+}
+
+/// The upsampling plan of the last frame's geometry, reused while the letterbox, grid and patch
+/// size stay the same (every frame of a camera), so the weights are not recomputed per frame.
+#[derive(Debug, Clone, Default)]
+pub struct UpsamplerCache {
+    key: Option<(Letterbox, (usize, usize), usize)>,
+    plan: Option<Upsampler>,
+}
+
+impl UpsamplerCache {
+    /// The plan for this geometry, computed only when it differs from the last one.
+    pub fn get(&mut self, letterbox: &Letterbox, grid: (usize, usize), patch: usize) -> &Upsampler {
+        let key = (*letterbox, grid, patch);
+        if self.key != Some(key) {
+            self.key = Some(key);
+            self.plan = None;
+        }
+        self.plan
+            .get_or_insert_with(|| Upsampler::new(letterbox, grid, patch))
     }
 }
 
