@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backend::{backend_by_name, BackendError};
+use crate::backend::{BackendError, LoadedBackbone};
 use crate::features::{Features, FeaturesError};
 use crate::heads::anomaly::{
     bank_paths, BankDataError, BankManifest, CoresetOptions, MemoryBank, DEFAULT_PROJECTION_DIM,
@@ -21,7 +21,7 @@ use crate::heads::anomaly::{
 };
 use crate::heads::HeadError;
 use crate::image_io::load_rgb;
-use crate::model::{BackboneModel, InputSize, ModelError};
+use crate::model::{InputSize, ModelError};
 use crate::preprocess::{PreprocessError, Preprocessor, ResizeMode};
 use crate::source::files::list_images;
 use crate::source::SourceError;
@@ -256,15 +256,21 @@ pub fn build_bank(options: &BuildBankOptions) -> Result<BankSummary, BankError> 
         })?;
     }
 
-    let model = BackboneModel::load(&options.model)?;
-    let size = model.resolve_size(options.input_size)?;
-    let backend = backend_by_name(&options.backend, options.threads)?;
-    backend.check()?;
-    let prepared = backend.prepare(&model, size)?;
+    let backbone = LoadedBackbone::load(
+        &options.model,
+        options.input_size,
+        &options.backend,
+        options.threads,
+    )?;
+    let grid = backbone.grid();
+    let LoadedBackbone {
+        model,
+        size,
+        prepared,
+        ..
+    } = backbone;
     let mut session = prepared.session()?;
     let mut pre = Preprocessor::new(&model.manifest, size, options.resize)?;
-    let p = model.manifest.patch_size;
-    let grid = (size.height / p, size.width / p);
     let mut bank = MemoryBank::new(MemoryBank::backbone_ref(&model.manifest, grid));
     bank.set_top_percent(options.top_percent)
         .map_err(|e| BankError::Usage(e.to_string()))?;

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backend::{backend_by_name, BackendError};
+use crate::backend::{BackendError, LoadedBackbone};
 use crate::dataset::DatasetError;
 use crate::display::HeadLogSink;
 use crate::features::{Features, FeaturesError};
@@ -234,11 +234,12 @@ pub struct FeaturesReport {
 pub fn features(opts: &FeaturesOptions) -> Result<FeaturesReport, CommandError> {
     let start = Instant::now();
     let image = load_rgb(&opts.image)?;
-    let model = BackboneModel::load(&opts.model)?;
-    let size = model.resolve_size(opts.input_size)?;
-    let backend = backend_by_name(&opts.backend, opts.threads)?;
-    backend.check()?;
-    let prepared = backend.prepare(&model, size)?;
+    let LoadedBackbone {
+        model,
+        size,
+        prepared,
+        ..
+    } = LoadedBackbone::load(&opts.model, opts.input_size, &opts.backend, opts.threads)?;
     let mut session = prepared.session()?;
     let prepare_seconds = start.elapsed().as_secs_f64();
 
@@ -427,17 +428,17 @@ pub fn make_source(
 /// `max_frames` are processed or `stop` is set (SIGINT/SIGTERM). Status lines go to the log.
 pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<PipelineReport, CommandError> {
     let model_path = opts.model.clone().unwrap_or_else(bundled_model);
-    let model = BackboneModel::load(&model_path)?;
-    let size = model.resolve_size(opts.input_size)?;
-    let backend = backend_by_name(&opts.backend, opts.threads)?;
-    backend.check()?;
     let start = Instant::now();
-    let prepared = backend.prepare(&model, size)?;
+    let LoadedBackbone {
+        model,
+        size,
+        prepared,
+        backend,
+    } = LoadedBackbone::load(&model_path, opts.input_size, &opts.backend, opts.threads)?;
     log::info!(
-        "model {} ({}, input {size}) prepared on {} in {:.2} s",
+        "model {} ({}, input {size}) loaded and prepared on {backend} in {:.2} s",
         model_path.display(),
         model.manifest.variant,
-        backend.name(),
         start.elapsed().as_secs_f64()
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -571,22 +572,17 @@ fn image_id(path: &Path, index: usize) -> u64 {
 /// `predict`: every head on every image; writes `detections.json` (COCO results, category ids
 /// from 1), `masks/<stem>.png`, `depth/<stem>.npy`, `classification.json`, `anomaly.json`.
 pub fn predict(opts: &PredictOptions) -> Result<PredictReport, CommandError> {
-    let model = BackboneModel::load(&opts.model)?;
-    let size = model.resolve_size(opts.input_size)?;
-    let backend = backend_by_name(&opts.backend, opts.threads)?;
-    backend.check()?;
-    let prepared = backend.prepare(&model, size)?;
-    let p = model.manifest.patch_size;
+    let backbone = LoadedBackbone::load(&opts.model, opts.input_size, &opts.backend, opts.threads)?;
     let config = HeadsConfig {
         dir: Some(opts.heads.clone()),
         pca: false,
         ..HeadsConfig::default()
     };
-    let heads = load_heads(&config, &model.manifest, (size.height / p, size.width / p))?;
+    let heads = load_heads(&config, &backbone.model.manifest, backbone.grid())?;
     let names = heads.names();
     let mut stage = InferenceStage::new(
-        prepared.as_ref(),
-        Arc::new(model.manifest.clone()),
+        backbone.prepared.as_ref(),
+        Arc::new(backbone.model.manifest.clone()),
         opts.resize,
     )?
     .with_heads(heads);

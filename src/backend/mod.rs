@@ -218,3 +218,45 @@ pub fn backend_by_name(name: &str, threads: usize) -> Result<Box<dyn Backend>, B
         }),
     }
 }
+
+/// A backbone loaded, checked and compiled for one input size: how every command that runs the
+/// backbone starts.
+pub struct LoadedBackbone {
+    /// The model file and its manifest.
+    pub model: BackboneModel,
+    /// The input size it was prepared for.
+    pub size: InputSize,
+    /// The compiled model.
+    pub prepared: Arc<dyn PreparedModel>,
+    /// Name of the backend that prepared it.
+    pub backend: &'static str,
+}
+
+impl LoadedBackbone {
+    /// Load `path` (manifest and sha256 checked), resolve the input size (`input_size` for a
+    /// dynamic model), check the backend named `backend` and prepare the model on it.
+    pub fn load(
+        path: &std::path::Path,
+        input_size: Option<InputSize>,
+        backend: &str,
+        threads: usize,
+    ) -> Result<Self, BackendError> {
+        let model = BackboneModel::load(path)?;
+        let size = model.resolve_size(input_size)?;
+        let backend = backend_by_name(backend, threads)?;
+        backend.check()?;
+        let prepared = backend.prepare(&model, size)?;
+        Ok(Self {
+            model,
+            size,
+            prepared,
+            backend: backend.name(),
+        })
+    }
+
+    /// The patch grid (rows, columns) at the prepared size.
+    pub fn grid(&self) -> (usize, usize) {
+        let p = self.model.manifest.patch_size;
+        (self.size.height / p, self.size.width / p)
+    }
+}
