@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{BackendError, LoadedBackbone};
 use crate::dataset::DatasetError;
-use crate::display::HeadLogSink;
 use crate::features::{Features, FeaturesError};
 use crate::frame::{Clock, Frame, Stamp, SystemClock};
 use crate::heads::loader::{load_heads, HeadsConfig};
@@ -16,7 +15,7 @@ use crate::heads::{HeadError, HeadOutput, HeadSet};
 use crate::image_io::{load_rgb, ImageFileError};
 use crate::model::{BackboneModel, InputSize, ModelError};
 use crate::npz::{write_npy_f32, write_npz, NamedArray, NpyError};
-use crate::pipeline::{self, InferenceStage, PipelineError, PipelineOptions, PipelineReport};
+use crate::pipeline::{InferenceStage, PipelineError, PipelineReport};
 use crate::preprocess::{PreprocessError, Preprocessor, ResizeMode};
 use crate::source::convert::PixelFormat;
 use crate::source::files::{FilesConfig, FilesSource};
@@ -71,6 +70,30 @@ pub enum CommandError {
     /// A command-line value is invalid.
     #[error("{0}")]
     Usage(String),
+    /// ROS arguments, parameters, names or DDS (boxed: the variant is large).
+    #[error(transparent)]
+    Ros(Box<crate::ros::RosError>),
+    /// A camera calibration problem.
+    #[error(transparent)]
+    Calibration(Box<crate::calibration::CalibrationError>),
+}
+
+impl From<crate::ros::RosError> for CommandError {
+    fn from(e: crate::ros::RosError) -> Self {
+        CommandError::Ros(Box::new(e))
+    }
+}
+
+impl From<crate::ros::params::ParamError> for CommandError {
+    fn from(e: crate::ros::params::ParamError) -> Self {
+        CommandError::Ros(Box::new(e.into()))
+    }
+}
+
+impl From<crate::calibration::CalibrationError> for CommandError {
+    fn from(e: crate::calibration::CalibrationError) -> Self {
+        CommandError::Calibration(Box::new(e))
+    }
 }
 
 impl From<HeadError> for CommandError {
@@ -94,6 +117,8 @@ impl CommandError {
             CommandError::Head(e) if !e.is_bad_input() => crate::exit::FAILURE,
             CommandError::Bank(e) => e.exit_code(),
             CommandError::Write { .. } => crate::exit::FAILURE,
+            CommandError::Ros(e) if !e.is_bad_input() => crate::exit::FAILURE,
+            CommandError::Calibration(e) if !e.is_bad_input() => crate::exit::FAILURE,
             CommandError::Pipeline(PipelineError::Source(e)) if e.is_bad_input() => {
                 crate::exit::BAD_INPUT
             }
@@ -421,57 +446,27 @@ pub fn make_source(
             }
             Box::new(V4l2Source::new(c, clock)?.with_stop_flag(stop))
         }
+        SourceSpec::Ros(topic) => {
+            return Err(CommandError::Usage(format!(
+                "source ros:{topic} is read by the ROS node (run), not here"
+            )))
+        }
     })
 }
 
-/// `run`: the node. Frames from the source, one backbone pass each, until the source ends,
-/// `max_frames` are processed or `stop` is set (SIGINT/SIGTERM). Status lines go to the log.
+/// `run` without ROS arguments: the node with default parameters (see [`crate::run`]).
 pub fn run(opts: &RunOptions, stop: Arc<AtomicBool>) -> Result<PipelineReport, CommandError> {
-    let model_path = opts.model.clone().unwrap_or_else(bundled_model);
-    let start = Instant::now();
-    let LoadedBackbone {
-        model,
-        size,
-        prepared,
-        backend,
-    } = LoadedBackbone::load(&model_path, opts.input_size, &opts.backend, opts.threads)?;
-    log::info!(
-        "model {} ({}, input {size}) loaded and prepared on {backend} in {:.2} s",
-        model_path.display(),
-        model.manifest.variant,
-        start.elapsed().as_secs_f64()
-    );
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let source = make_source(opts, clock.clone(), stop.clone())?;
-    let heads = run_heads(opts, &model, size)?;
-    let mut sinks: Vec<Box<dyn pipeline::Sink>> = Vec::new();
-    if !heads.is_empty() {
-        log::info!("heads: {}", heads.names().join(", "));
-        sinks.push(Box::new(HeadLogSink::new(
-            opts.status_interval,
-            (0.0, f32::MAX),
-        )));
-    }
-    let stage = InferenceStage::new(
-        prepared.as_ref(),
-        Arc::new(model.manifest.clone()),
-        opts.resize,
-    )?
-    .with_heads(heads);
-    let options = PipelineOptions {
-        max_frames: opts.max_frames,
-        status_interval: Some(opts.status_interval),
-        ..PipelineOptions::default()
-    };
-    let report = pipeline::run(source, stage, sinks, &options, clock, stop, &mut |status| {
-        log::info!("{}", status.line())
-    })?;
-    Ok(report)
+    crate::run::run_node(
+        opts.clone(),
+        &crate::ros::args::RosArgs::default(),
+        &crate::run::NodeEnv::from_process(),
+        stop,
+    )
 }
 
 /// The heads of a `run`: the given directory, the demo heads with the bundled model, then the
 /// start-up switches and rates.
-fn run_heads(
+pub(crate) fn run_heads(
     opts: &RunOptions,
     model: &BackboneModel,
     size: InputSize,
@@ -494,7 +489,7 @@ fn run_heads(
     for name in &opts.disabled_heads {
         match heads.control(name) {
             Some(c) => c.set_enabled(false),
-            None if name == "pca" => {}
+            None if crate::ros::node_params::HEAD_NAMES.contains(&name.as_str()) => {}
             None => {
                 return Err(CommandError::Usage(format!(
                     "--disable-head {name}: no such head (loaded: {})",

@@ -25,10 +25,14 @@
 //! * [`npz`]: writing float32 arrays as NumPy `.npz`.
 //! * [`tolerance`]: named numeric tolerances used to compare against PyTorch references.
 //! * [`commands`]: the bodies of the `run`, `inspect`, `features` and `predict` subcommands.
+//! * [`calibration`]: camera_info YAML, undistortion maps, depth -> point cloud geometry.
+//! * [`ros`]: the ROS 2 node (ros2-client): messages, topics, QoS, parameters, services.
+//! * [`run`]: the `run` subcommand: parameters, calibration, model, heads, ROS node, pipeline.
 //! * [`exit`]: mapping errors to the process exit codes scripts rely on.
 
 pub mod backend;
 pub mod bank;
+pub mod calibration;
 pub mod commands;
 pub mod dataset;
 pub mod display;
@@ -42,6 +46,8 @@ pub mod model;
 pub mod npz;
 pub mod pipeline;
 pub mod preprocess;
+pub mod ros;
+pub mod run;
 pub mod source;
 pub mod telemetry;
 pub mod tolerance;

@@ -15,6 +15,9 @@ use dinov3_perception::commands::{
 use dinov3_perception::dataset::{self, SyntheticDatasetOptions};
 use dinov3_perception::exit;
 use dinov3_perception::preprocess::ResizeMode;
+use dinov3_perception::ros::args::{split_ros_args, RosArgs};
+use dinov3_perception::ros::node::DEFAULT_NODE_NAME;
+use dinov3_perception::run::{run_node, NodeEnv};
 use dinov3_perception::source::convert::PixelFormat;
 use dinov3_perception::source::synthetic::SyntheticConfig;
 use dinov3_perception::source::SourceSpec;
@@ -128,6 +131,12 @@ enum Command {
         /// Frames the PCA feature image fits its basis on.
         #[arg(long, default_value_t = 30)]
         pca_fit_frames: usize,
+        /// ROS 2 parameter file (repeatable; later files win; `--ros-args -p` wins over all).
+        #[arg(long = "params-file", value_name = "FILE")]
+        params_files: Vec<PathBuf>,
+        /// Do not join the ROS graph (offline processing: no topics, no parameter services).
+        #[arg(long)]
+        no_ros: bool,
     },
     /// Run the backbone and every head on a directory of images; write COCO detections,
     /// class-id masks, depth .npy, labels and anomaly scores (for models/eval_heads.py).
@@ -248,7 +257,20 @@ fn parse_head_rate(text: &str) -> Result<(String, f64), String> {
     Ok((name.to_string(), hz))
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// A ROS log level (`debug`, `info`, `warn`, `error`, `fatal`, any case).
+fn parse_log_level(text: &str) -> Result<log::LevelFilter, CommandError> {
+    match text.to_ascii_lowercase().as_str() {
+        "debug" => Ok(log::LevelFilter::Debug),
+        "info" => Ok(log::LevelFilter::Info),
+        "warn" => Ok(log::LevelFilter::Warn),
+        "error" | "fatal" => Ok(log::LevelFilter::Error),
+        _ => Err(CommandError::Usage(format!(
+            "--log-level {text}: give debug, info, warn, error or fatal"
+        ))),
+    }
+}
+
+fn run(cli: Cli, ros_tokens: Vec<String>) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
             source,
@@ -268,6 +290,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             disable_heads,
             head_rates,
             pca_fit_frames,
+            params_files,
+            no_ros,
         } => {
             let input_size = backbone.input_size()?;
             if !(status_interval.is_finite() && status_interval > 0.0) {
@@ -310,7 +334,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .context("installing the SIGINT/SIGTERM handler")?;
             }
-            let report = commands::run(&opts, stop)?;
+            let mut ros = RosArgs::parse(&ros_tokens, DEFAULT_NODE_NAME)
+                .map_err(|e| CommandError::from(dinov3_perception::ros::RosError::from(e)))?;
+            ros.params_files.splice(0..0, params_files);
+            if let Some(level) = &ros.log_level {
+                log::set_max_level(parse_log_level(level)?);
+            }
+            let mut env = NodeEnv::from_process();
+            env.ros = !no_ros;
+            let report = run_node(opts, &ros, &env, stop)?;
             let sink_drops: u64 = report.sink_drops.values().sum();
             log::info!(
                 "stopped after {:.1} s: {} frames captured, {} processed ({:.1} fps), {} dropped (newest wins), {} failed, {} sink drops; source: {} skipped, {} reconnects",
@@ -454,9 +486,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    match run(cli) {
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rustdds=error,ros2_client=warn"),
+    )
+    .init();
+    // `ros2 launch` appends `--ros-args ...`: split it off before clap sees the argv.
+    let (plain, ros_tokens) = split_ros_args(std::env::args());
+    let cli = Cli::parse_from(plain);
+    match run(cli, ros_tokens) {
         Ok(()) => ExitCode::from(exit::OK as u8),
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -260,6 +260,8 @@ pub struct Status {
     pub sink_drops: BTreeMap<String, u64>,
     /// Stage latencies over the last interval.
     pub timings: StageTimings,
+    /// The source's counters so far (skipped corrupt frames, reconnects).
+    pub source: SourceStats,
 }
 
 impl Status {
@@ -360,6 +362,7 @@ struct Shared {
     captured: AtomicU64,
     processed: AtomicU64,
     failed: AtomicU64,
+    source: Mutex<SourceStats>,
 }
 
 impl Shared {
@@ -399,6 +402,7 @@ pub fn run(
         captured: AtomicU64::new(0),
         processed: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        source: Mutex::new(SourceStats::default()),
     });
     let passes = inference.backbone_passes();
     let (frame_tx, frame_rx) = latest_wins::<(Frame, Instant)>();
@@ -463,7 +467,11 @@ pub fn run(
                 let mut error = None;
                 while !stop.load(Ordering::SeqCst) {
                     let t = Instant::now();
-                    match source.next_frame() {
+                    let next = source.next_frame();
+                    if let Ok(mut s) = shared.source.lock() {
+                        *s = source.stats();
+                    }
+                    match next {
                         Ok(Some(frame)) => {
                             shared.record("capture", t.elapsed());
                             shared.captured.fetch_add(1, Ordering::Relaxed);
@@ -576,6 +584,7 @@ pub fn run(
                         .map(|(n, c)| (n.clone(), c.load(Ordering::Relaxed)))
                         .collect(),
                     timings: window,
+                    source: shared.source.lock().map(|s| s.clone()).unwrap_or_default(),
                 };
                 on_status(&status);
                 last = Instant::now();

@@ -175,6 +175,22 @@ impl TaskHead for DetectionHead {
         Task::Detection
     }
 
+    fn settings(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("score_threshold", self.params.score_threshold),
+            ("nms_iou_threshold", self.params.nms_iou_threshold),
+        ]
+    }
+
+    fn apply_setting(&mut self, name: &str, value: f64) -> Result<(), String> {
+        match name {
+            "score_threshold" => self.set_score_threshold(value),
+            "nms_iou_threshold" => self.set_nms_iou_threshold(value),
+            other => return Err(format!("detection head has no setting {other:?}")),
+        }
+        Ok(())
+    }
+
     fn run(&mut self, input: &HeadInput) -> Result<HeadOutput, HeadError> {
         let outputs = self.graph.run(input, &self.name)?;
         let (h, w) = self.grid;

@@ -20,7 +20,7 @@ pub mod upsample;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::features::Features;
@@ -212,6 +212,18 @@ pub trait TaskHead: Send {
     fn task(&self) -> Task;
     /// Compute the output for one frame.
     fn run(&mut self, input: &HeadInput) -> Result<HeadOutput, HeadError>;
+    /// Post-processing settings that may change at run time, with their current values
+    /// (e.g. `score_threshold`). Default: none.
+    fn settings(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+    /// Change one of [`TaskHead::settings`]. The caller has checked the range.
+    fn apply_setting(&mut self, name: &str, value: f64) -> Result<(), String> {
+        Err(format!(
+            "head {} has no setting {name:?} (value {value})",
+            self.name()
+        ))
+    }
 }
 
 /// Run-time switches of one head, shared with whoever changes them (parameters, tests).
@@ -220,6 +232,8 @@ pub struct HeadControl {
     enabled: AtomicBool,
     /// Minimum time between runs in nanoseconds; 0 = every frame.
     min_period_ns: AtomicU64,
+    /// Setting changes waiting for the head's next run (applied on the inference thread).
+    pending: Mutex<Vec<(String, f64)>>,
 }
 
 impl HeadControl {
@@ -228,6 +242,7 @@ impl HeadControl {
         Self {
             enabled: AtomicBool::new(true),
             min_period_ns: AtomicU64::new(0),
+            pending: Mutex::new(Vec::new()),
         }
     }
 
@@ -261,6 +276,21 @@ impl HeadControl {
         let ns = if hz == 0.0 { 0 } else { (1e9 / hz) as u64 };
         self.min_period_ns.store(ns, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Queue a change of one of the head's [`TaskHead::settings`]; it takes effect before the
+    /// head's next run.
+    pub fn request_setting(&self, name: &str, value: f64) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push((name.to_string(), value));
+        }
+    }
+
+    fn take_pending(&self) -> Vec<(String, f64)> {
+        self.pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
     }
 
     fn min_period(&self) -> Duration {
@@ -360,6 +390,20 @@ impl HeadSet {
             .collect()
     }
 
+    /// Every head's run-time settings: (head, setting, current value).
+    pub fn settings(&self) -> Vec<(String, &'static str, f64)> {
+        self.slots
+            .iter()
+            .flat_map(|s| {
+                let name = s.head.name().to_string();
+                s.head
+                    .settings()
+                    .into_iter()
+                    .map(move |(k, v)| (name.clone(), k, v))
+            })
+            .collect()
+    }
+
     /// Run every enabled head that is due at `now`. A failing head is reported in the second
     /// list and does not stop the others.
     pub fn run(
@@ -370,6 +414,12 @@ impl HeadSet {
         let mut outputs = Vec::new();
         let mut errors = Vec::new();
         for slot in &mut self.slots {
+            for (name, value) in slot.control.take_pending() {
+                match slot.head.apply_setting(&name, value) {
+                    Ok(()) => log::info!("head {}: {name} = {value}", slot.head.name()),
+                    Err(e) => log::warn!("{e}"),
+                }
+            }
             if !slot.control.enabled() {
                 continue;
             }

@@ -9,6 +9,7 @@
 pub mod convert;
 pub mod files;
 pub mod pacing;
+pub mod ros_image;
 pub mod synthetic;
 pub mod v4l2;
 
@@ -124,6 +125,8 @@ pub enum SourceSpec {
     V4l2(PathBuf),
     /// A directory of image files.
     Dir(PathBuf),
+    /// A ROS 2 image topic (`/compressed` suffix: sensor_msgs/CompressedImage).
+    Ros(String),
 }
 
 impl fmt::Display for SourceSpec {
@@ -132,6 +135,7 @@ impl fmt::Display for SourceSpec {
             SourceSpec::Synthetic => write!(f, "synthetic"),
             SourceSpec::V4l2(p) => write!(f, "v4l2:{}", p.display()),
             SourceSpec::Dir(p) => write!(f, "dir:{}", p.display()),
+            SourceSpec::Ros(t) => write!(f, "ros:{t}"),
         }
     }
 }
@@ -144,7 +148,7 @@ impl std::str::FromStr for SourceSpec {
             spec: s.to_string(),
             reason: reason.to_string(),
         };
-        let accepted = "use synthetic, v4l2:/dev/videoN or dir:PATH";
+        let accepted = "use synthetic, v4l2:/dev/videoN, dir:PATH or ros:TOPIC";
         if s == "synthetic" {
             return Ok(SourceSpec::Synthetic);
         }
@@ -155,7 +159,8 @@ impl std::str::FromStr for SourceSpec {
         match kind {
             "v4l2" => Ok(SourceSpec::V4l2(PathBuf::from(rest))),
             "dir" => Ok(SourceSpec::Dir(PathBuf::from(rest))),
-            "ros" | "mcap" => Err(bad(&format!(
+            "ros" => Ok(SourceSpec::Ros(rest.to_string())),
+            "mcap" => Err(bad(&format!(
                 "{kind}: sources are not available yet; {accepted}"
             ))),
             _ => Err(bad(accepted)),
@@ -181,7 +186,11 @@ mod tests {
             "dir:/data/imgs".parse::<SourceSpec>().unwrap(),
             SourceSpec::Dir("/data/imgs".into())
         );
-        for bad in ["", "camera", "v4l2:", "usb:/dev/x", "ros:/image"] {
+        assert_eq!(
+            "ros:/camera/image_raw".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Ros("/camera/image_raw".into())
+        );
+        for bad in ["", "camera", "v4l2:", "usb:/dev/x", "ros:", "mcap:/x"] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }
     }

@@ -1,0 +1,482 @@
+//! The ROS 2 node on ros2-client: DDS participant bound to `ROS_DOMAIN_ID` (and to loopback
+//! under `ROS_LOCALHOST_ONLY=1` / `ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`), the node in the
+//! ROS graph (`ros_discovery_info`), topic names with namespace and remapping, QoS profiles.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ros2_client::qos::{Durability, History, QosProfile, Reliability, WhenFull};
+use ros2_client::{Context, MessageTypeName, Name, Node, NodeName, NodeOptions, Publisher};
+use serde::de::DeserializeOwned;
+
+use super::args::RosArgsError;
+use super::msg::RosMessage;
+use super::params::ParamError;
+
+/// Errors of the ROS layer.
+#[derive(Debug, thiserror::Error)]
+pub enum RosError {
+    /// `--ros-args` problem.
+    #[error(transparent)]
+    Args(#[from] RosArgsError),
+    /// Parameter problem.
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    /// Invalid node name, namespace or topic name.
+    #[error("{what} {value:?} is not a valid ROS 2 name: {reason}")]
+    Name {
+        /// Node name, namespace or topic.
+        what: &'static str,
+        /// The name.
+        value: String,
+        /// What is allowed.
+        reason: String,
+    },
+    /// A bad environment variable.
+    #[error("environment variable {var}={value:?} is invalid: {reason}")]
+    Env {
+        /// Variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is accepted.
+        reason: String,
+    },
+    /// DDS could not create an entity (sockets, ports).
+    #[error("DDS: {0}")]
+    Dds(String),
+}
+
+impl RosError {
+    /// Whether the user's input is at fault (exit 2) rather than the system (exit 1).
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, RosError::Dds(_))
+    }
+}
+
+/// QoS of a published topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicQos {
+    /// Sensor data: best effort, volatile, keep last 5 (rmw_qos_profile_sensor_data).
+    SensorData,
+    /// Reliable, volatile, keep last 10 (rmw_qos_profile_default).
+    Reliable,
+    /// Reliable, transient local, keep last 1 (latched: late joiners get the last message).
+    Latched,
+}
+
+impl TopicQos {
+    /// The ros2-client profile.
+    pub fn profile(self) -> QosProfile {
+        let base = QosProfile::subscription_default();
+        match self {
+            TopicQos::SensorData => base
+                .reliability(Reliability::BestEffort)
+                .history(History::KeepLast { depth: 5 }),
+            TopicQos::Reliable => base
+                .reliability(Reliability::Reliable {
+                    when_full: WhenFull::Wait(Duration::from_millis(100)),
+                })
+                .history(History::KeepLast { depth: 10 }),
+            TopicQos::Latched => base
+                .reliability(Reliability::Reliable {
+                    when_full: WhenFull::Wait(Duration::from_millis(100)),
+                })
+                .durability(Durability::TransientLocal)
+                .history(History::KeepLast { depth: 1 }),
+        }
+    }
+}
+
+/// Where and how the node lives in the ROS graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSettings {
+    /// Node name (after `-r __node:=`).
+    pub node_name: String,
+    /// Namespace, absolute (after `-r __ns:=`).
+    pub namespace: String,
+    /// Topic remaps `FROM:=TO`.
+    pub remaps: Vec<(String, String)>,
+    /// DDS domain (`ROS_DOMAIN_ID`).
+    pub domain_id: u16,
+    /// Bind DDS to loopback only.
+    pub localhost_only: bool,
+    /// Topics (relative names as published, e.g. `dinov3/detections`) made reliable.
+    pub reliable_topics: BTreeSet<String>,
+}
+
+/// The default node name.
+pub const DEFAULT_NODE_NAME: &str = "dinov3_perception";
+
+fn check_token(what: &'static str, value: &str, token: &str) -> Result<(), RosError> {
+    let bad = |reason: &str| RosError::Name {
+        what,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let first = token.chars().next().ok_or_else(|| bad("empty name part"))?;
+    if !(first.is_ascii_alphabetic() || first == '_') {
+        return Err(bad(
+            "each part must start with a letter or underscore (e.g. camera_1)",
+        ));
+    }
+    if let Some(c) = token
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
+        return Err(bad(&format!(
+            "{c:?} is not allowed: use letters, digits and underscores"
+        )));
+    }
+    if token.contains("__") {
+        return Err(bad("repeated underscores are not allowed"));
+    }
+    Ok(())
+}
+
+impl NodeSettings {
+    /// Settings from the ROS arguments and the environment (`ROS_DOMAIN_ID`,
+    /// `ROS_LOCALHOST_ONLY`, `ROS_AUTOMATIC_DISCOVERY_RANGE`).
+    pub fn from_args(
+        node_name: Option<&str>,
+        namespace: Option<&str>,
+        remaps: &[(String, String)],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, RosError> {
+        let node_name = node_name.unwrap_or(DEFAULT_NODE_NAME).to_string();
+        check_token("node name", &node_name, &node_name)?;
+        let mut namespace = namespace.unwrap_or("/").trim().to_string();
+        if !namespace.starts_with('/') {
+            namespace.insert(0, '/');
+        }
+        if namespace.len() > 1 {
+            namespace = namespace.trim_end_matches('/').to_string();
+            for part in namespace[1..].split('/') {
+                check_token("namespace", &namespace, part)?;
+            }
+        }
+        for (from, to) in remaps {
+            for name in [from, to] {
+                for part in name.trim_start_matches('/').split('/') {
+                    check_token("remapped topic", name, part)?;
+                }
+            }
+        }
+        let domain_id = match env("ROS_DOMAIN_ID").filter(|v| !v.trim().is_empty()) {
+            None => 0,
+            Some(v) => match v.trim().parse::<u16>() {
+                // 232 is the largest domain whose RTPS ports fit (ROS 2 documents 0..101 as safe).
+                Ok(d) if d <= 232 => d,
+                _ => {
+                    return Err(RosError::Env {
+                        var: "ROS_DOMAIN_ID",
+                        value: v,
+                        reason: "give an integer 0..232 (0..101 avoids ephemeral ports)".into(),
+                    })
+                }
+            },
+        };
+        let localhost_only = match env("ROS_AUTOMATIC_DISCOVERY_RANGE")
+            .filter(|v| !v.is_empty())
+            .as_deref()
+        {
+            Some("LOCALHOST") => true,
+            Some("SUBNET") | Some("SYSTEM_DEFAULT") | Some("OFF") => false,
+            Some(other) => {
+                return Err(RosError::Env {
+                    var: "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                    value: other.to_string(),
+                    reason: "give LOCALHOST, SUBNET, OFF or SYSTEM_DEFAULT".into(),
+                })
+            }
+            None => match env("ROS_LOCALHOST_ONLY").as_deref() {
+                Some("1") => true,
+                Some("0") | Some("") | None => false,
+                Some(other) => {
+                    return Err(RosError::Env {
+                        var: "ROS_LOCALHOST_ONLY",
+                        value: other.to_string(),
+                        reason: "give 1 (loopback only) or 0".into(),
+                    })
+                }
+            },
+        };
+        Ok(NodeSettings {
+            node_name,
+            namespace,
+            remaps: remaps.to_vec(),
+            domain_id,
+            localhost_only,
+            reliable_topics: BTreeSet::new(),
+        })
+    }
+
+    /// Fully qualified node name, e.g. `/robot1/dinov3_perception`.
+    pub fn fully_qualified_name(&self) -> String {
+        if self.namespace == "/" {
+            format!("/{}", self.node_name)
+        } else {
+            format!("{}/{}", self.namespace, self.node_name)
+        }
+    }
+
+    /// The name a topic is published under after remapping: a rule matches the relative name
+    /// as written in the code or the fully resolved name. The result may be relative (to the
+    /// namespace) or absolute.
+    pub fn remapped(&self, topic: &str) -> String {
+        let resolved = self.resolve(topic);
+        for (from, to) in &self.remaps {
+            if from == topic || self.resolve(from) == resolved {
+                return to.clone();
+            }
+        }
+        topic.to_string()
+    }
+
+    /// Fully resolved topic name (`/ns/name` for a relative name).
+    pub fn resolve(&self, topic: &str) -> String {
+        if topic.starts_with('/') {
+            topic.to_string()
+        } else if self.namespace == "/" {
+            format!("/{topic}")
+        } else {
+            format!("{}/{topic}", self.namespace)
+        }
+    }
+
+    /// QoS of a topic: sensor data unless listed as reliable, or the topic's fixed QoS.
+    pub fn qos_for(&self, topic: &str, fixed: Option<TopicQos>) -> TopicQos {
+        fixed.unwrap_or_else(|| {
+            if self.reliable_topics.contains(topic)
+                || self.reliable_topics.contains(&self.resolve(topic))
+            {
+                TopicQos::Reliable
+            } else {
+                TopicQos::SensorData
+            }
+        })
+    }
+}
+
+/// A running node: DDS participant, ROS node, spinner thread.
+pub struct RosNode {
+    settings: NodeSettings,
+    context: Context,
+    node: Node,
+    spinner: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RosNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RosNode")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn dds<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> RosError + '_ {
+    move |e| RosError::Dds(format!("{what}: {e:?}"))
+}
+
+impl RosNode {
+    /// Join the ROS graph.
+    pub fn start(settings: NodeSettings) -> Result<RosNode, RosError> {
+        let mut builder = rustdds::DomainParticipantBuilder::new(settings.domain_id);
+        if settings.localhost_only {
+            builder = builder.with_only_networks([IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        }
+        let participant = builder
+            .build()
+            .map_err(dds("creating the DDS participant"))?;
+        let context = Context::from_domain_participant(participant)
+            .map_err(dds("creating the ROS context"))?;
+        let name = NodeName::new(&settings.namespace, &settings.node_name).map_err(|e| {
+            RosError::Name {
+                what: "node name",
+                value: settings.fully_qualified_name(),
+                reason: format!("{e:?}"),
+            }
+        })?;
+        let mut node = context
+            .new_node(
+                name,
+                NodeOptions::new()
+                    .enable_rosout(true)
+                    .start_parameter_services(false),
+            )
+            .map_err(dds("creating the node"))?;
+        let spinner = node.spinner().map_err(dds("creating the spinner"))?;
+        let handle = std::thread::Builder::new()
+            .name("ros-spinner".into())
+            .spawn(move || {
+                if let Err(e) = futures::executor::block_on(spinner.spin()) {
+                    log::warn!("ROS spinner stopped: {e:?}");
+                }
+            })
+            .map_err(dds("starting the spinner thread"))?;
+        log::info!(
+            "ROS 2 node {} on domain {}{} ({})",
+            settings.fully_qualified_name(),
+            settings.domain_id,
+            if settings.localhost_only {
+                ", loopback only"
+            } else {
+                ""
+            },
+            ros2_client::COMPILED_ROS_DISTRO
+        );
+        Ok(RosNode {
+            settings,
+            context,
+            node,
+            spinner: Some(handle),
+        })
+    }
+
+    /// The settings the node runs with.
+    pub fn settings(&self) -> &NodeSettings {
+        &self.settings
+    }
+
+    /// The DDS participant (for the parameter services' raw readers and writers).
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// The ros2-client node.
+    pub fn node_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
+
+    fn topic_name(&self, topic: &str) -> Result<Name, RosError> {
+        let remapped = self.settings.remapped(topic);
+        Name::parse(&remapped).map_err(|e| RosError::Name {
+            what: "topic",
+            value: remapped.clone(),
+            reason: format!("{e:?}"),
+        })
+    }
+
+    /// A publisher on `topic` (relative names move with the namespace; remaps apply).
+    pub fn publisher<M: RosMessage>(
+        &mut self,
+        topic: &str,
+        fixed_qos: Option<TopicQos>,
+    ) -> Result<Publisher<M>, RosError> {
+        let qos = self.settings.qos_for(topic, fixed_qos).profile();
+        let name = self.topic_name(topic)?;
+        let t = self
+            .node
+            .create_topic(&name, MessageTypeName::new(M::PACKAGE, M::NAME), &qos)
+            .map_err(dds("creating a topic"))?;
+        log::debug!("publishing {} ({}/{})", name, M::PACKAGE, M::NAME);
+        self.node
+            .create_publisher(&t, Some(qos))
+            .map_err(dds("creating a publisher"))
+    }
+
+    /// A sensor-data subscription on `topic` of ROS type `package/Type`.
+    pub fn subscription<M: DeserializeOwned + 'static>(
+        &mut self,
+        topic: &str,
+        package: &str,
+        type_name: &str,
+    ) -> Result<ros2_client::Subscription<M>, RosError> {
+        let qos = TopicQos::SensorData.profile();
+        let name = self.topic_name(topic)?;
+        let t = self
+            .node
+            .create_topic(&name, MessageTypeName::new(package, type_name), &qos)
+            .map_err(dds("creating a topic"))?;
+        self.node
+            .create_subscription(&t, Some(qos))
+            .map_err(dds("creating a subscription"))
+    }
+}
+
+impl Drop for RosNode {
+    fn drop(&mut self) {
+        // Signals the spinner once (dropping the Node signals it again, which only logs).
+        self.node.stop_spinner();
+        if let Some(h) = self.spinner.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn environment_sets_domain_and_loopback() {
+        let s = NodeSettings::from_args(
+            None,
+            None,
+            &[],
+            &env(&[("ROS_DOMAIN_ID", "42"), ("ROS_LOCALHOST_ONLY", "1")]),
+        )
+        .unwrap();
+        assert_eq!((s.domain_id, s.localhost_only), (42, true));
+        let s = NodeSettings::from_args(
+            None,
+            None,
+            &[],
+            &env(&[("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")]),
+        )
+        .unwrap();
+        assert!(s.localhost_only);
+        let s = NodeSettings::from_args(
+            None,
+            None,
+            &[],
+            &env(&[
+                ("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET"),
+                ("ROS_LOCALHOST_ONLY", "1"),
+            ]),
+        )
+        .unwrap();
+        assert!(
+            !s.localhost_only,
+            "the Jazzy variable wins over the deprecated one"
+        );
+        for bad in ["x", "-1", "300"] {
+            let e = NodeSettings::from_args(None, None, &[], &env(&[("ROS_DOMAIN_ID", bad)]))
+                .unwrap_err();
+            assert!(e.to_string().contains("ROS_DOMAIN_ID"), "{e}");
+        }
+    }
+
+    #[test]
+    fn names_are_validated_and_topics_resolved() {
+        let e = NodeSettings::from_args(Some("1cam"), None, &[], &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("node name"), "{e}");
+        let e = NodeSettings::from_args(None, Some("/a//b"), &[], &env(&[])).unwrap_err();
+        assert!(e.to_string().contains("namespace"), "{e}");
+        let s = NodeSettings::from_args(
+            Some("cam0"),
+            Some("robot1"),
+            &[
+                ("dinov3/detections".into(), "objects".into()),
+                ("/robot1/dinov3/depth".into(), "/depth".into()),
+            ],
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(s.fully_qualified_name(), "/robot1/cam0");
+        assert_eq!(s.remapped("dinov3/detections"), "objects");
+        assert_eq!(s.remapped("dinov3/depth"), "/depth");
+        assert_eq!(s.remapped("dinov3/points"), "dinov3/points");
+        assert_eq!(s.resolve("dinov3/points"), "/robot1/dinov3/points");
+    }
+}

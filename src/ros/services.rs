@@ -1,0 +1,545 @@
+//! The six `rcl_interfaces` parameter services (list, get, set, set atomically, describe, get
+//! types), answering BOTH request layouts found in ROS 2:
+//!
+//! * **Enhanced** (RPC over DDS, rmw_fastrtps and rmw_connextdds): the payload is the bare
+//!   request; the client's request id travels as the `related_sample_identity` inline QoS.
+//! * **Cyclone** (rmw_cyclonedds): the payload starts with a 16-byte header (lower 8 bytes of
+//!   the client GUID, sequence number) followed by the request, and no inline request id.
+//!
+//! ros2-client's own servers serve one fixed layout. Here each request topic is read raw, the
+//! layout is told apart by the presence of `related_sample_identity` (every Enhanced client
+//! sends it, rmw_cyclonedds never does), and the reply is written in the same layout on the
+//! reply topic (`rq/<node>/<service>Request` -> `rr/<node>/<service>Reply`).
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ros2_client::parameters::raw;
+use ros2_client::rcl_interfaces::*;
+use ros2_client::ParameterValue;
+use rustdds::no_key::{
+    DataWriter, Decode, DefaultDecoder, DeserializerAdapter, SerializerAdapter, SimpleDataReader,
+};
+use rustdds::policy::{Durability, History, Reliability};
+use rustdds::serialization::{deserialize_from_cdr_with_rep_id, to_writer_with_rep_id};
+use rustdds::{
+    QosPolicies, QosPolicyBuilder, RepresentationIdentifier, SampleIdentity, SequenceNumber,
+    Timestamp, TopicKind, WriteOptionsBuilder, GUID,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::node::{RosError, RosNode};
+use super::params::{ParamStore, Range};
+
+/// A sample as bytes, with its CDR byte order.
+#[derive(Debug, Clone)]
+pub struct RawSample {
+    bytes: Vec<u8>,
+    encoding: RepresentationIdentifier,
+}
+
+/// Keeps samples as bytes (the layout is decided after reading the inline QoS).
+#[derive(Debug, Clone, Copy)]
+pub struct RawAdapter;
+
+impl DeserializerAdapter<RawSample> for RawAdapter {
+    type Error = io::Error;
+    type Decoded = RawSample;
+    fn supported_encodings() -> &'static [RepresentationIdentifier] {
+        &[
+            RepresentationIdentifier::CDR_LE,
+            RepresentationIdentifier::CDR_BE,
+        ]
+    }
+    fn transform_decoded(decoded: RawSample) -> RawSample {
+        decoded
+    }
+}
+
+impl<'de> Decode<'de, RawSample> for RawAdapter {
+    type Error = io::Error;
+    fn decode_bytes(
+        self,
+        input_bytes: &'de [u8],
+        encoding: RepresentationIdentifier,
+    ) -> Result<RawSample, io::Error> {
+        Ok(RawSample {
+            bytes: input_bytes.to_vec(),
+            encoding,
+        })
+    }
+}
+
+impl DefaultDecoder<RawSample> for RawAdapter {
+    type Decoder = RawAdapter;
+    const DECODER: RawAdapter = RawAdapter;
+}
+
+impl SerializerAdapter<RawSample> for RawAdapter {
+    type Error = io::Error;
+    fn output_encoding() -> RepresentationIdentifier {
+        RepresentationIdentifier::CDR_LE
+    }
+    fn to_bytes(value: &RawSample) -> Result<rustdds::bytes::Bytes, io::Error> {
+        Ok(rustdds::bytes::Bytes::from(value.bytes.clone()))
+    }
+}
+
+/// rmw_cyclonedds' in-payload request header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct CycloneHeader {
+    guid: [u8; 8],
+    seq_high: i32,
+    seq_low: u32,
+}
+
+/// How a request arrived, so the reply goes back the same way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Layout {
+    Enhanced(SampleIdentity),
+    Cyclone(CycloneHeader),
+}
+
+/// Tell the layout apart and decode the request.
+fn decode_request<R: DeserializeOwned>(
+    sample: &RawSample,
+    related: Option<SampleIdentity>,
+    sequence: SequenceNumber,
+) -> Result<(Layout, R), String> {
+    match related {
+        Some(mut id) => {
+            // FastDDS may leave the sequence number unknown: use the request's own.
+            if id.sequence_number == SequenceNumber::UNKNOWN {
+                id.sequence_number = sequence;
+            }
+            let (req, _) = deserialize_from_cdr_with_rep_id::<R>(&sample.bytes, sample.encoding)
+                .map_err(|e| format!("Enhanced-layout request does not decode: {e}"))?;
+            Ok((Layout::Enhanced(id), req))
+        }
+        None => {
+            let (header, used) =
+                deserialize_from_cdr_with_rep_id::<CycloneHeader>(&sample.bytes, sample.encoding)
+                    .map_err(|e| format!("Cyclone-layout request header does not decode: {e}"))?;
+            let body = sample.bytes.get(used..).unwrap_or_default();
+            let (req, _) = deserialize_from_cdr_with_rep_id::<R>(body, sample.encoding)
+                .map_err(|e| format!("Cyclone-layout request does not decode: {e}"))?;
+            Ok((Layout::Cyclone(header), req))
+        }
+    }
+}
+
+/// Encode a reply in the request's layout.
+fn encode_reply<T: Serialize>(layout: Layout, reply: &T) -> Result<RawSample, String> {
+    let mut bytes = Vec::new();
+    if let Layout::Cyclone(h) = layout {
+        to_writer_with_rep_id(&mut bytes, &h, RepresentationIdentifier::CDR_LE)
+            .map_err(|e| format!("{e}"))?;
+    }
+    // The header is 16 bytes, so the body's CDR alignment is unchanged by the split.
+    to_writer_with_rep_id(&mut bytes, reply, RepresentationIdentifier::CDR_LE)
+        .map_err(|e| format!("{e}"))?;
+    Ok(RawSample {
+        bytes,
+        encoding: RepresentationIdentifier::CDR_LE,
+    })
+}
+
+/// Where a request came from.
+struct RequestInfo {
+    related: Option<SampleIdentity>,
+    writer: GUID,
+    sequence: SequenceNumber,
+}
+
+type Handler = Box<dyn Fn(&RawSample, &RequestInfo) -> Option<(Layout, RawSample)> + Send>;
+
+struct Endpoint {
+    name: &'static str,
+    reader: SimpleDataReader<RawSample, RawAdapter>,
+    writer: DataWriter<RawSample, RawAdapter>,
+    handle: Handler,
+}
+
+/// The running parameter services.
+pub struct ParameterServices {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ParameterServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParameterServices").finish_non_exhaustive()
+    }
+}
+
+fn service_qos() -> QosPolicies {
+    // rmw_qos_profile_services_default: reliable, volatile, keep last 10.
+    QosPolicyBuilder::new()
+        .reliability(Reliability::Reliable {
+            max_blocking_time: rustdds::Duration::from_millis(100),
+        })
+        .durability(Durability::Volatile)
+        .history(History::KeepLast { depth: 10 })
+        .build()
+}
+
+fn value_type(v: &ParameterValue) -> u8 {
+    raw::ParameterValue::from(v.clone()).ptype
+}
+
+fn descriptor(store: &ParamStore, name: &str) -> raw::ParameterDescriptor {
+    match store.table().spec(name) {
+        None => raw::ParameterDescriptor {
+            name: name.to_string(),
+            r#type: 0,
+            description: String::new(),
+            additional_constraints: String::new(),
+            read_only: false,
+            dynamic_typing: false,
+            floating_point_range: vec![],
+            integer_range: vec![],
+        },
+        Some(s) => raw::ParameterDescriptor {
+            name: s.name.clone(),
+            r#type: value_type(&s.default),
+            description: s.description.clone(),
+            additional_constraints: s.constraints.clone(),
+            read_only: s.read_only,
+            dynamic_typing: false,
+            floating_point_range: match s.range {
+                Range::Double { from, to } => vec![raw::FloatingPointRange {
+                    from_value: from,
+                    to_value: to,
+                    step: 0.0,
+                }],
+                _ => vec![],
+            },
+            integer_range: match s.range {
+                Range::Integer { from, to } => vec![raw::IntegerRange {
+                    from_value: from,
+                    to_value: to,
+                    step: 0,
+                }],
+                _ => vec![],
+            },
+        },
+    }
+}
+
+/// `list_parameters` with rcl's prefix/depth rules (depth 0 = unlimited).
+fn list(store: &ParamStore, prefixes: &[String], depth: u64) -> ListParametersResult {
+    let mut names = Vec::new();
+    let mut found_prefixes = Vec::new();
+    for name in store.names() {
+        let dots = name.matches('.').count() as u64;
+        let ok = if prefixes.is_empty() {
+            depth == 0 || dots < depth
+        } else {
+            prefixes.iter().any(|p| {
+                name == *p
+                    || (name.starts_with(&format!("{p}."))
+                        && (depth == 0
+                            || name[p.len() + 1..].matches('.').count() as u64 + 1 <= depth))
+            })
+        };
+        if ok {
+            if let Some((prefix, _)) = name.rsplit_once('.') {
+                if !found_prefixes.iter().any(|p| p == prefix) {
+                    found_prefixes.push(prefix.to_string());
+                }
+            }
+            names.push(name);
+        }
+    }
+    ListParametersResult {
+        names,
+        prefixes: found_prefixes,
+    }
+}
+
+fn set_one(store: &ParamStore, p: raw::Parameter) -> raw::SetParametersResult {
+    let name = p.name.clone();
+    let value = ParameterValue::from(p.value);
+    match store.set(&name, value) {
+        Ok(()) => {
+            log::info!("parameter {name} set");
+            raw::SetParametersResult {
+                successful: true,
+                reason: String::new(),
+            }
+        }
+        Err(reason) => {
+            log::warn!("parameter {name} not set: {reason}");
+            raw::SetParametersResult {
+                successful: false,
+                reason,
+            }
+        }
+    }
+}
+
+impl ParameterServices {
+    /// Start serving `store` under the node's fully qualified name.
+    pub fn start(node: &RosNode, store: Arc<ParamStore>) -> Result<Self, RosError> {
+        let dp = node.context().domain_participant();
+        let fqn = node.settings().fully_qualified_name();
+        let qos = service_qos();
+        let dds = |what: &str, e: &dyn std::fmt::Debug| RosError::Dds(format!("{what}: {e:?}"));
+        let subscriber = dp
+            .create_subscriber(&qos)
+            .map_err(|e| dds("creating the service subscriber", &e))?;
+        let publisher = dp
+            .create_publisher(&qos)
+            .map_err(|e| dds("creating the service publisher", &e))?;
+
+        let mut endpoints: Vec<Endpoint> = Vec::new();
+        let mut add = |service: &'static str, type_name: &'static str, handle: Handler| {
+            let req_topic = dp
+                .create_topic(
+                    format!("rq{fqn}/{service}Request"),
+                    format!("rcl_interfaces::srv::dds_::{type_name}_Request_"),
+                    &qos,
+                    TopicKind::NoKey,
+                )
+                .map_err(|e| dds("creating a service request topic", &e))?;
+            let rep_topic = dp
+                .create_topic(
+                    format!("rr{fqn}/{service}Reply"),
+                    format!("rcl_interfaces::srv::dds_::{type_name}_Response_"),
+                    &qos,
+                    TopicKind::NoKey,
+                )
+                .map_err(|e| dds("creating a service reply topic", &e))?;
+            let reader = subscriber
+                .create_simple_datareader_no_key::<RawSample, RawAdapter>(&req_topic, None)
+                .map_err(|e| dds("creating a service reader", &e))?;
+            let writer = publisher
+                .create_datawriter_no_key::<RawSample, RawAdapter>(&rep_topic, None)
+                .map_err(|e| dds("creating a service writer", &e))?;
+            endpoints.push(Endpoint {
+                name: service,
+                reader,
+                writer,
+                handle,
+            });
+            Ok::<(), RosError>(())
+        };
+
+        let s = store.clone();
+        add(
+            "list_parameters",
+            "ListParameters",
+            endpoint(move |r: ListParametersRequest| ListParametersResponse {
+                result: list(&s, &r.prefixes, r.depth),
+            }),
+        )?;
+        let s = store.clone();
+        add(
+            "get_parameters",
+            "GetParameters",
+            endpoint(move |r: GetParametersRequest| GetParametersResponse {
+                values: r
+                    .names
+                    .iter()
+                    .map(|n| raw::ParameterValue::from(s.get(n)))
+                    .collect(),
+            }),
+        )?;
+        let s = store.clone();
+        add(
+            "get_parameter_types",
+            "GetParameterTypes",
+            endpoint(
+                move |r: GetParameterTypesRequest| GetParameterTypesResponse {
+                    values: r.names.iter().map(|n| value_type(&s.get(n))).collect(),
+                },
+            ),
+        )?;
+        let s = store.clone();
+        add(
+            "describe_parameters",
+            "DescribeParameters",
+            endpoint(
+                move |r: DescribeParametersRequest| DescribeParametersResponse {
+                    values: r.names.iter().map(|n| descriptor(&s, n)).collect(),
+                },
+            ),
+        )?;
+        let s = store.clone();
+        add(
+            "set_parameters",
+            "SetParameters",
+            endpoint(move |r: SetParametersRequest| SetParametersResponse {
+                results: r.parameter.into_iter().map(|p| set_one(&s, p)).collect(),
+            }),
+        )?;
+        let s = store;
+        add(
+            "set_parameters_atomically",
+            "SetParametersAtomically",
+            endpoint(move |r: SetParametersRequest| {
+                // Check every parameter first, so either all change or none does.
+                let mut reason = None;
+                for p in &r.parameter {
+                    let spec = s.table().spec(&p.name);
+                    let check = match spec {
+                        None => Err(format!(
+                            "parameter {:?} is not declared by this node",
+                            p.name
+                        )),
+                        Some(sp) if sp.read_only => Err(format!(
+                            "parameter {} is read-only while the node runs",
+                            p.name
+                        )),
+                        Some(_) => s
+                            .table()
+                            .check(&p.name, ParameterValue::from(p.value.clone()))
+                            .map(|_| ()),
+                    };
+                    if let Err(e) = check {
+                        reason = Some(e);
+                        break;
+                    }
+                }
+                let result = match reason {
+                    Some(reason) => raw::SetParametersResult {
+                        successful: false,
+                        reason,
+                    },
+                    None => {
+                        let results: Vec<_> =
+                            r.parameter.into_iter().map(|p| set_one(&s, p)).collect();
+                        match results.into_iter().find(|r| !r.successful) {
+                            Some(failed) => failed,
+                            None => raw::SetParametersResult {
+                                successful: true,
+                                reason: String::new(),
+                            },
+                        }
+                    }
+                };
+                SetParametersAtomicallyResponse { result }
+            }),
+        )?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ros-param-services".into())
+            .spawn(move || serve(endpoints, stop2))
+            .map_err(|e| dds("starting the parameter service thread", &e))?;
+        log::info!("parameter services up under {fqn} (Enhanced and Cyclone request layouts)");
+        Ok(ParameterServices {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A handler from a typed request -> response function: tells the layout apart, decodes,
+/// answers, encodes the reply in the same layout. A malformed request is logged and dropped.
+fn endpoint<Req, Resp>(f: impl Fn(Req) -> Resp + Send + 'static) -> Handler
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+{
+    Box::new(move |sample: &RawSample, info: &RequestInfo| {
+        let (layout, req) = match decode_request::<Req>(sample, info.related, info.sequence) {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!(
+                    "parameter service request from {:?} dropped: {e}",
+                    info.writer
+                );
+                return None;
+            }
+        };
+        match encode_reply(layout, &f(req)) {
+            Ok(reply) => Some((layout, reply)),
+            Err(e) => {
+                log::warn!("parameter service reply not encoded: {e}");
+                None
+            }
+        }
+    })
+}
+
+fn serve(endpoints: Vec<Endpoint>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut idle = true;
+        for ep in &endpoints {
+            loop {
+                let dcc = match ep.reader.try_take_one() {
+                    Ok(Some(d)) => d,
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::warn!("{} request not read: {e:?}", ep.name);
+                        break;
+                    }
+                };
+                idle = false;
+                let info = RequestInfo {
+                    related: dcc.related_sample_identity(),
+                    writer: dcc.writer_guid(),
+                    sequence: dcc.sequence_number,
+                };
+                let sample = dcc.into_value();
+                if let Some((layout, reply)) = (ep.handle)(&sample, &info) {
+                    let related = match layout {
+                        Layout::Enhanced(id) => id,
+                        Layout::Cyclone(_) => SampleIdentity {
+                            writer_guid: info.writer,
+                            sequence_number: info.sequence,
+                        },
+                    };
+                    let opts = WriteOptionsBuilder::new()
+                        .source_timestamp(Timestamp::now())
+                        .related_sample_identity(related)
+                        .build();
+                    if let Err(e) = ep.writer.write_with_options(reply, opts) {
+                        log::warn!("{} reply not sent: {e:?}", ep.name);
+                    }
+                }
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ParameterServices {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cyclone_header_is_16_bytes_and_round_trips() {
+        let h = CycloneHeader {
+            guid: [1, 2, 3, 4, 5, 6, 7, 8],
+            seq_high: 0,
+            seq_low: 42,
+        };
+        let reply = encode_reply(
+            Layout::Cyclone(h),
+            &GetParameterTypesResponse { values: vec![3, 1] },
+        )
+        .unwrap();
+        assert_eq!(&reply.bytes[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&reply.bytes[12..16], &42u32.to_le_bytes());
+        // Body right after the header: sequence length 2, then the two octets.
+        assert_eq!(&reply.bytes[16..22], &[2, 0, 0, 0, 3, 1]);
+    }
+}
