@@ -1054,32 +1054,44 @@ impl Undistorter {
                 });
             }
         }
-        let (sx, sy) = (self.step_x as usize, self.step_y as usize);
-        for (e, out) in self.map.iter().zip(dst_rgb.chunks_exact_mut(3)) {
-            if e.offset == MAP_OUTSIDE {
-                out.fill(0);
-                continue;
-            }
-            let o = e.offset as usize;
-            let (wx, wy) = (u32::from(e.wx), u32::from(e.wy));
-            let w00 = (MAP_ONE - wx) * (MAP_ONE - wy);
-            let w01 = wx * (MAP_ONE - wy);
-            let w10 = (MAP_ONE - wx) * wy;
-            let w11 = wx * wy;
-            // Offsets were built inside the image (see `map_entry`), so these slices exist.
-            let top = &src_rgb[o..o + sx + 3];
-            let bottom = &src_rgb[o + sy..o + sy + sx + 3];
-            for c in 0..3 {
-                let sum = u32::from(top[c]) * w00
-                    + u32::from(top[sx + c]) * w01
-                    + u32::from(bottom[c]) * w10
-                    + u32::from(bottom[sx + c]) * w11;
-                // The weights sum to MAP_ONE², so this rounds to nearest.
-                out[c] =
-                    ((sum + (1 << (2 * MAP_FRACTION_BITS - 1))) >> (2 * MAP_FRACTION_BITS)) as u8;
-            }
+        // The right-neighbour step as a constant lets the compiler drop the bounds checks
+        // inside each 2x2 neighbourhood.
+        if self.step_x == 3 {
+            remap::<3>(&self.map, self.step_y as usize, src_rgb, dst_rgb);
+        } else {
+            remap::<0>(&self.map, self.step_y as usize, src_rgb, dst_rgb);
         }
         Ok(())
+    }
+}
+
+/// Bilinear remap of packed RGB8 by `map`; `SX` and `sy` are the byte steps to the right and
+/// lower neighbours (0 where the image is one pixel wide or high).
+fn remap<const SX: usize>(map: &[MapEntry], sy: usize, src: &[u8], dst: &mut [u8]) {
+    for (e, out) in map.iter().zip(dst.chunks_exact_mut(3)) {
+        let o = e.offset as usize;
+        // Offsets were built inside the image (see `map_entry`); MAP_OUTSIDE, or anything that
+        // is not there, reads as black.
+        let neighbours = (e.offset != MAP_OUTSIDE)
+            .then(|| Some((src.get(o..o + SX + 3)?, src.get(o + sy..o + sy + SX + 3)?)))
+            .flatten();
+        let Some((top, bottom)) = neighbours else {
+            out.fill(0);
+            continue;
+        };
+        let (wx, wy) = (u32::from(e.wx), u32::from(e.wy));
+        let w00 = (MAP_ONE - wx) * (MAP_ONE - wy);
+        let w01 = wx * (MAP_ONE - wy);
+        let w10 = (MAP_ONE - wx) * wy;
+        let w11 = wx * wy;
+        for c in 0..3 {
+            let sum = u32::from(top[c]) * w00
+                + u32::from(top[SX + c]) * w01
+                + u32::from(bottom[c]) * w10
+                + u32::from(bottom[SX + c]) * w11;
+            // The weights sum to MAP_ONE², so this rounds to nearest.
+            out[c] = ((sum + (1 << (2 * MAP_FRACTION_BITS - 1))) >> (2 * MAP_FRACTION_BITS)) as u8;
+        }
     }
 }
 

@@ -302,7 +302,30 @@ pub fn bundled_model() -> PathBuf {
 
 /// The demo heads trained for [`bundled_model`] on the synthetic scene.
 pub fn bundled_heads() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo")
+    share_dir().join("models/demo")
+}
+
+/// Where the bundled model, demo heads and calibration files are: `$DINOV3_PERCEPTION_SHARE_DIR`,
+/// else the colcon install layout next to the executable
+/// (`<prefix>/lib/dinov3_perception/<exe>` -> `<prefix>/share/dinov3_perception`), else the
+/// install directory CMake passed at build time, else the source tree.
+pub fn share_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DINOV3_PERCEPTION_SHARE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let installed = std::env::current_exe().ok().and_then(|exe| {
+        let dir = exe.parent()?.parent()?.parent()?.join("share/dinov3_perception");
+        dir.join("models/demo").is_dir().then_some(dir)
+    });
+    if let Some(dir) = installed {
+        return dir;
+    }
+    if let Some(dir) = option_env!("DINOV3_PERCEPTION_SHARE_DIR") {
+        if Path::new(dir).join("models/demo").is_dir() {
+            return PathBuf::from(dir);
+        }
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Options of the `run` subcommand (the node).

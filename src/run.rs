@@ -341,6 +341,8 @@ pub fn run_node(
             d.publish(status, status_clock.now());
         }
     })?;
+    // Publishers and services go before the node and its participant.
+    drop(diagnostics);
     drop(services);
     drop(node);
     Ok(report)

@@ -21,9 +21,17 @@ pub fn npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
 pub fn bin(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dinov3_perception"))
         .args(args)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,rustdds=error")
+        // The node joins the ROS graph: keep test traffic on loopback, in a domain of its own.
+        .env("ROS_LOCALHOST_ONLY", "1")
+        .env("ROS_DOMAIN_ID", test_domain().to_string())
         .output()
         .expect("binary runs")
+}
+
+/// A DDS domain for this test process (100..199), so parallel test binaries do not meet.
+pub fn test_domain() -> u16 {
+    100 + (std::process::id() % 100) as u16
 }
 
 /// The process's stderr as text.

@@ -264,7 +264,8 @@ impl NodeSettings {
 pub struct RosNode {
     settings: NodeSettings,
     context: Context,
-    node: Node,
+    /// `None` only while dropping (dropping the Node stops its spinner).
+    node: Option<Node>,
     spinner: Option<JoinHandle<()>>,
 }
 
@@ -330,7 +331,7 @@ impl RosNode {
         Ok(RosNode {
             settings,
             context,
-            node,
+            node: Some(node),
             spinner: Some(handle),
         })
     }
@@ -345,9 +346,10 @@ impl RosNode {
         &self.context
     }
 
-    /// The ros2-client node.
-    pub fn node_mut(&mut self) -> &mut Node {
-        &mut self.node
+    fn node(&mut self) -> Result<&mut Node, RosError> {
+        self.node
+            .as_mut()
+            .ok_or_else(|| RosError::Dds("the node is shut down".into()))
     }
 
     fn topic_name(&self, topic: &str) -> Result<Name, RosError> {
@@ -367,13 +369,12 @@ impl RosNode {
     ) -> Result<Publisher<M>, RosError> {
         let qos = self.settings.qos_for(topic, fixed_qos).profile();
         let name = self.topic_name(topic)?;
-        let t = self
-            .node
+        let node = self.node()?;
+        let t = node
             .create_topic(&name, MessageTypeName::new(M::PACKAGE, M::NAME), &qos)
             .map_err(dds("creating a topic"))?;
         log::debug!("publishing {} ({}/{})", name, M::PACKAGE, M::NAME);
-        self.node
-            .create_publisher(&t, Some(qos))
+        node.create_publisher(&t, Some(qos))
             .map_err(dds("creating a publisher"))
     }
 
@@ -386,20 +387,19 @@ impl RosNode {
     ) -> Result<ros2_client::Subscription<M>, RosError> {
         let qos = TopicQos::SensorData.profile();
         let name = self.topic_name(topic)?;
-        let t = self
-            .node
+        let node = self.node()?;
+        let t = node
             .create_topic(&name, MessageTypeName::new(package, type_name), &qos)
             .map_err(dds("creating a topic"))?;
-        self.node
-            .create_subscription(&t, Some(qos))
+        node.create_subscription(&t, Some(qos))
             .map_err(dds("creating a subscription"))
     }
 }
 
 impl Drop for RosNode {
     fn drop(&mut self) {
-        // Signals the spinner once (dropping the Node signals it again, which only logs).
-        self.node.stop_spinner();
+        // Dropping the Node stops its spinner.
+        drop(self.node.take());
         if let Some(h) = self.spinner.take() {
             let _ = h.join();
         }
