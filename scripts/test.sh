@@ -33,6 +33,8 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo check --features humble (the other ROS 2 distro feature builds too)"
+cargo check --lib --quiet --no-default-features --features humble
 echo "== cargo test"
 cargo test --all-targets
 echo "== pytest tests/python"

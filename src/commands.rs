@@ -314,7 +314,11 @@ pub fn share_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let installed = std::env::current_exe().ok().and_then(|exe| {
-        let dir = exe.parent()?.parent()?.parent()?.join("share/dinov3_perception");
+        let dir = exe
+            .parent()?
+            .parent()?
+            .parent()?
+            .join("share/dinov3_perception");
         dir.join("models/demo").is_dir().then_some(dir)
     });
     if let Some(dir) = installed {

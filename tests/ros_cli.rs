@@ -37,8 +37,14 @@ fn accepts_the_argv_ros2_launch_produces() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("ROS 2 node /robot1/dinov3_perception"), "{err}");
-    assert!(err.contains("3 processed"), "max_frames from the launch file: {err}");
+    assert!(
+        err.contains("ROS 2 node /robot1/dinov3_perception"),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 processed"),
+        "max_frames from the launch file: {err}"
+    );
 }
 
 #[test]
@@ -51,7 +57,14 @@ fn cli_params_file_and_overrides_in_order() {
     );
     // -p beats the file.
     let o = bin(&[
-        "run", "--params-file", &a, "--ros-args", "-p", "max_frames:=2", "--log-level", "info",
+        "run",
+        "--params-file",
+        &a,
+        "--ros-args",
+        "-p",
+        "max_frames:=2",
+        "--log-level",
+        "info",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("2 processed"), "{}", stderr(&o));
@@ -62,7 +75,11 @@ fn unknown_parameter_names_it() {
     let o = bin(&["run", "--ros-args", "-p", "points.strid:=2"]);
     assert_bad_input(&o, &["points.strid", "points.stride", "-p points.strid:=2"]);
     let dir = tempfile::tempdir().unwrap();
-    let f = write(&dir, "p.yaml", "/**:\n  ros__parameters:\n    bogus_param: 1\n");
+    let f = write(
+        &dir,
+        "p.yaml",
+        "/**:\n  ros__parameters:\n    bogus_param: 1\n",
+    );
     let o = bin(&["run", "--params-file", &f]);
     assert_bad_input(&o, &["bogus_param", "p.yaml"]);
 }
@@ -132,6 +149,13 @@ fn calibration_errors_at_start_up() {
     );
     let o = bin(&["run", "--ros-args", "-p", &format!("calibration_file:={f}")]);
     assert_bad_input(&o, &["zero_f.yaml", "focal"]);
-    let o = bin(&["run", "--source", "dir:tests", "--ros-args", "-p", "undistort:=true"]);
+    let o = bin(&[
+        "run",
+        "--source",
+        "dir:tests",
+        "--ros-args",
+        "-p",
+        "undistort:=true",
+    ]);
     assert_bad_input(&o, &["undistort", "calibration_file"]);
 }

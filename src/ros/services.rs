@@ -104,31 +104,65 @@ enum Layout {
     Cyclone(CycloneHeader),
 }
 
+/// Decode `bytes` as one `R` that uses the whole payload (up to 3 bytes of CDR end padding).
+fn decode_whole<R: DeserializeOwned>(
+    bytes: &[u8],
+    encoding: RepresentationIdentifier,
+) -> Option<(R, usize)> {
+    let (value, used) = deserialize_from_cdr_with_rep_id::<R>(bytes, encoding).ok()?;
+    (used <= bytes.len() && bytes.len() - used <= 3).then_some((value, used))
+}
+
 /// Tell the layout apart and decode the request.
+///
+/// Neither layout announces itself, and clients differ in what inline QoS they send: rmw_fastrtps
+/// sends `related_sample_identity`, rmw_cyclonedds sends none, ros2-client's "Enhanced" client
+/// none and its "Cyclone" client one. So the payload decides: a request is taken as Enhanced if
+/// it carries `related_sample_identity` and decodes as a bare request using the whole payload;
+/// else as Cyclone if a 16-byte header followed by the request uses the whole payload; else as
+/// a bare (Enhanced) request. A bare request read as Cyclone loses its first 16 bytes (a
+/// sequence length and the start of the data), which leaves the rest too short or misaligned
+/// to decode whole, and a Cyclone header read as a bare request turns 4 bytes of a client GUID
+/// into a sequence length that does not fit the payload.
 fn decode_request<R: DeserializeOwned>(
     sample: &RawSample,
     related: Option<SampleIdentity>,
+    writer: GUID,
     sequence: SequenceNumber,
 ) -> Result<(Layout, R), String> {
-    match related {
+    let enhanced_id = || match related {
+        // FastDDS may leave the sequence number unknown: use the request's own.
         Some(mut id) => {
-            // FastDDS may leave the sequence number unknown: use the request's own.
             if id.sequence_number == SequenceNumber::UNKNOWN {
                 id.sequence_number = sequence;
             }
-            let (req, _) = deserialize_from_cdr_with_rep_id::<R>(&sample.bytes, sample.encoding)
-                .map_err(|e| format!("Enhanced-layout request does not decode: {e}"))?;
-            Ok((Layout::Enhanced(id), req))
+            id
         }
-        None => {
-            let (header, used) =
-                deserialize_from_cdr_with_rep_id::<CycloneHeader>(&sample.bytes, sample.encoding)
-                    .map_err(|e| format!("Cyclone-layout request header does not decode: {e}"))?;
-            let body = sample.bytes.get(used..).unwrap_or_default();
-            let (req, _) = deserialize_from_cdr_with_rep_id::<R>(body, sample.encoding)
-                .map_err(|e| format!("Cyclone-layout request does not decode: {e}"))?;
-            Ok((Layout::Cyclone(header), req))
+        // No inline id: the request's own sample identity is the request id.
+        None => SampleIdentity {
+            writer_guid: writer,
+            sequence_number: sequence,
+        },
+    };
+    let bytes = &sample.bytes;
+    if related.is_some() {
+        if let Some((req, _)) = decode_whole::<R>(bytes, sample.encoding) {
+            return Ok((Layout::Enhanced(enhanced_id()), req));
         }
+    }
+    if let Ok((header, 16)) =
+        deserialize_from_cdr_with_rep_id::<CycloneHeader>(bytes, sample.encoding)
+    {
+        if let Some((req, _)) = decode_whole::<R>(&bytes[16..], sample.encoding) {
+            return Ok((Layout::Cyclone(header), req));
+        }
+    }
+    match decode_whole::<R>(bytes, sample.encoding) {
+        Some((req, _)) => Ok((Layout::Enhanced(enhanced_id()), req)),
+        None => Err(format!(
+            "{} bytes decode neither as a bare request nor as an rmw_cyclonedds header + request",
+            bytes.len()
+        )),
     }
 }
 
@@ -243,7 +277,7 @@ fn list(store: &ParamStore, prefixes: &[String], depth: u64) -> ListParametersRe
                 name == *p
                     || (name.starts_with(&format!("{p}."))
                         && (depth == 0
-                            || name[p.len() + 1..].matches('.').count() as u64 + 1 <= depth))
+                            || (name[p.len() + 1..].matches('.').count() as u64) < depth))
             })
         };
         if ok {
@@ -448,16 +482,17 @@ where
     Resp: Serialize,
 {
     Box::new(move |sample: &RawSample, info: &RequestInfo| {
-        let (layout, req) = match decode_request::<Req>(sample, info.related, info.sequence) {
-            Ok(x) => x,
-            Err(e) => {
-                log::warn!(
-                    "parameter service request from {:?} dropped: {e}",
-                    info.writer
-                );
-                return None;
-            }
-        };
+        let (layout, req) =
+            match decode_request::<Req>(sample, info.related, info.writer, info.sequence) {
+                Ok(x) => x,
+                Err(e) => {
+                    log::warn!(
+                        "parameter service request from {:?} dropped: {e}",
+                        info.writer
+                    );
+                    return None;
+                }
+            };
         match encode_reply(layout, &f(req)) {
             Ok(reply) => Some((layout, reply)),
             Err(e) => {
@@ -488,6 +523,13 @@ fn serve(endpoints: Vec<Endpoint>, stop: Arc<AtomicBool>) {
                     sequence: dcc.sequence_number,
                 };
                 let sample = dcc.into_value();
+                log::debug!(
+                    "{} request: {} bytes from {:?}, related_sample_identity {:?}",
+                    ep.name,
+                    sample.bytes.len(),
+                    info.writer,
+                    info.related
+                );
                 if let Some((layout, reply)) = (ep.handle)(&sample, &info) {
                     let related = match layout {
                         Layout::Enhanced(id) => id,

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +141,8 @@ class Node:
         )
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
@@ -161,9 +161,15 @@ class Node:
                 self.proc.wait(timeout=5)
         self._log.close()
 
-    def describe(self) -> str:
-        tail = "\n".join(self.log().splitlines()[-60:])
-        return f"node {' '.join(self.args)} (domain {self.domain}, rc {self.proc.poll()}), log tail:\n{tail}"
+    def describe(self, lines: int = 40) -> str:
+        """Command, exit code and the log's tail without RustDDS' per-datagram warnings and the
+        per-frame head summaries (counted instead)."""
+        all_lines = self.log().splitlines()
+        noise = re.compile(r"rustdds::rtps::writer\] send_message_to_readers|dinov3_perception::display\] frame ")
+        kept = [ln for ln in all_lines if not noise.search(ln)]
+        tail = "\n".join(ln[:400] for ln in kept[-lines:])
+        return (f"node {' '.join(self.args)} (domain {self.domain}, rc {self.proc.poll()}, log "
+                f"{self.log_path}: {len(all_lines)} lines, {len(all_lines) - len(kept)} noise), tail:\n{tail}")
 
 
 @pytest.fixture
@@ -726,7 +732,7 @@ def test_node_publishes_every_topic(launch):
     # A late joiner to the transient-local vision_info: made once the node is clearly running.
     first = collect(readers, 30, until=lambda o: len(o["dinov3/detections"]) >= 1, node=node)
     assert first["dinov3/detections"], "no dinov3/detections within 30 s\n" + node.describe()
-    late = peer.reader("rt/dinov3/vision_info", r.VisionInfo, kind=LATCHED)
+    late = peer.reader(r.dds_topic("/dinov3/vision_info"), r.VisionInfo, kind=LATCHED)
     vis = collect({"vi": late}, 5, until=lambda o: o["vi"])["vi"]
 
     # QoS and type names the node offers, as discovered over SEDP (while it runs).
@@ -835,6 +841,8 @@ def test_node_publishes_every_topic(launch):
     gaps = np.diff(sorted(s for s, _, _ in ps)) / 1e9
     assert ((gaps > 0.5) & (gaps < 2.0)).all(), gaps
     assert int(ps[-1][1]["frames_processed"]) > 0
+    print(f"received {({k: len(v) for k, v in got.items()})}; {len(common)} frames on every topic, "
+          f"{checked} point clouds checked against depth, {n_boxes} boxes")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -908,7 +916,8 @@ def test_node_in_ros_discovery_info(launch):
     domain = fresh_domain()
     peer = Peer(domain)
     node = launch(node_args(max_frames=300), domain)
-    check_graph(peer, node, NODE_NAME, "/", ["rt/dinov3/detections", "rt/dinov3/camera_info", "rt/diagnostics"])
+    check_graph(peer, node, NODE_NAME, "/",
+                [r.dds_topic(t) for t in ("/dinov3/detections", "/dinov3/camera_info", "/diagnostics")])
 
 
 def test_node_namespace_and_name_remap(launch):
@@ -919,23 +928,25 @@ def test_node_namespace_and_name_remap(launch):
                 ["rt/robot1/dinov3/detections", "rt/robot1/dinov3/camera_info", "rt/diagnostics"])
     det = peer.reader("rt/robot1/dinov3/detections", r.Detection2DArray)
     assert collect({"d": det}, 15, until=lambda o: o["d"], node=node)["d"], node.describe()
-    assert not peer.remote_publications("rt/dinov3/detections")
+    assert not peer.remote_publications(r.dds_topic("/dinov3/detections"))
     # the parameter services move with the node
-    subs = peer.remote_subscriptions("rq/robot1/cam0/list_parametersRequest")
-    assert wait_for(lambda: peer.remote_subscriptions("rq/robot1/cam0/list_parametersRequest"), 10), \
-        "no list_parameters service of /robot1/cam0"
-    del subs
+    rq, _ = r.dds_service_topics("/robot1/cam0", "list_parameters")
+    assert wait_for(lambda: peer.remote_subscriptions(rq), 10), f"no {rq} reader (parameter service of /robot1/cam0)"
+    names = r.call_service(peer.dp, "/robot1/cam0", "list_parameters", r.ListParameters_Request(), 10).result.names
+    assert "source" in names, names
 
 
 def test_node_topic_remap(launch):
     domain = fresh_domain()
     peer = Peer(domain)
     node = launch(node_args(max_frames=300, ros_args=["-r", "dinov3/detections:=objects"]), domain)
-    pubs = peer.wait_publications(["rt/objects", "rt/dinov3/camera_info"], timeout=30)
-    assert pubs["rt/objects"], node.describe()
-    assert pubs["rt/objects"][0].type_name == r.Detection2DArray.__idl_typename__
-    assert not peer.remote_publications("rt/dinov3/detections")
-    rd = peer.reader("rt/objects", r.Detection2DArray)
+    objects, camera_info = r.dds_topic("/objects"), r.dds_topic("/dinov3/camera_info")
+    pubs = peer.wait_publications([objects, camera_info], timeout=30)
+    assert pubs[objects], f"no publication on {objects}\n" + node.describe()
+    assert pubs[objects][0].type_name == r.Detection2DArray.__idl_typename__
+    assert pubs[camera_info], f"no publication on {camera_info}\n" + node.describe()
+    assert not peer.remote_publications(r.dds_topic("/dinov3/detections"))
+    rd = peer.reader(objects, r.Detection2DArray)
     assert collect({"d": rd}, 15, until=lambda o: o["d"], node=node)["d"], node.describe()
 
 
@@ -1084,7 +1095,7 @@ def run_ros_source(launch, topic, typ, frames, malformed):
     w = peer.writer(r.dds_topic(topic), typ, reliable=True, depth=20)
     outs = {n: peer.reader(r.dds_topic("/" + n), PER_FRAME_TOPICS[n], depth=100)
             for n in ("dinov3/detections", "dinov3/segmentation")}
-    diag = peer.reader("rt/diagnostics", r.DiagnosticArray, kind=RELIABLE, depth=100)
+    diag = peer.reader(r.dds_topic("/diagnostics"), r.DiagnosticArray, kind=RELIABLE, depth=100)
     assert wait_for(lambda: w.get_matched_subscriptions(), 30), \
         f"the node never subscribed to {r.dds_topic(topic)}\n" + node.describe()
     # the node's subscription must be of the right type
