@@ -361,7 +361,8 @@ pub struct RunOptions {
     pub seed: u64,
     /// Loop over an image directory.
     pub loop_files: bool,
-    /// frame_id of the frames.
+    /// frame_id of the frames ("" = decided by the node: calibration camera_name, image
+    /// messages' frame_id, else `camera_optical_frame`).
     pub frame_id: String,
     /// Status line interval.
     pub status_interval: Duration,
@@ -394,7 +395,7 @@ impl Default for RunOptions {
             pixel_format: None,
             seed: 0,
             loop_files: false,
-            frame_id: "camera_optical_frame".into(),
+            frame_id: String::new(),
             status_interval: Duration::from_secs(1),
             heads: None,
             no_heads: false,

@@ -105,8 +105,9 @@ enum Command {
         /// Loop over the images of a dir: source.
         #[arg(long)]
         loop_files: bool,
-        /// frame_id stamped on the frames.
-        #[arg(long, default_value = "camera_optical_frame")]
+        /// frame_id of the published headers (default: the calibration's camera_name, else
+        /// the image messages' frame_id for ros: sources, else camera_optical_frame).
+        #[arg(long, default_value = "")]
         frame_id: String,
         #[command(flatten)]
         backbone: BackboneArgs,

@@ -159,3 +159,23 @@ fn calibration_errors_at_start_up() {
     ]);
     assert_bad_input(&o, &["undistort", "calibration_file"]);
 }
+
+#[test]
+fn undistorts_with_a_real_calibration() {
+    let o = bin(&[
+        "run",
+        "--max-frames",
+        "3",
+        "--ros-args",
+        "-p",
+        "calibration_file:=calibration/example_plumb_bob.yaml",
+        "-p",
+        "undistort:=true",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("undistorted") && err.contains("3 processed"),
+        "{err}"
+    );
+}

@@ -353,7 +353,9 @@ impl RosNode {
     }
 
     fn topic_name(&self, topic: &str) -> Result<Name, RosError> {
-        let remapped = self.settings.remapped(topic);
+        // Resolve to an absolute name first: ros2-client 0.12 turns a relative name in the root
+        // namespace into `rt//name` (namespace "/" plus another slash).
+        let remapped = self.settings.resolve(&self.settings.remapped(topic));
         Name::parse(&remapped).map_err(|e| RosError::Name {
             what: "topic",
             value: remapped.clone(),

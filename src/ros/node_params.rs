@@ -101,7 +101,7 @@ pub fn declare(run: &RunOptions) -> ParamTable {
         ParamSpec::new("threads", Integer(run.threads as i64), "threads for matrix products (0 = all cores)").read_only().range(Range::Integer { from: 0, to: 1024 }),
         ParamSpec::new("input_size", s(&run.input_size.map(|i| format!("{}x{}", i.height, i.width)).unwrap_or_default()), "HEIGHTxWIDTH model input for dynamic models (empty = the model's)").read_only(),
         ParamSpec::new("resize", s(match run.resize { ResizeMode::Stretch => "stretch", ResizeMode::Letterbox => "letterbox" }), "fit frames to the model input: stretch | letterbox").read_only(),
-        ParamSpec::new("frame_id", s(""), "frame_id of published headers (empty = the calibration's camera_name, else the image messages' or camera_optical_frame)").read_only(),
+        ParamSpec::new("frame_id", s(&run.frame_id), "frame_id of published headers (empty = the calibration's camera_name, else the image messages' or camera_optical_frame)").read_only(),
         ParamSpec::new("calibration_file", s(""), "camera_info YAML (empty = the synthetic camera for the synthetic source, none otherwise)").read_only(),
         ParamSpec::new("undistort", Boolean(false), "undistort frames before the backbone with the calibration (maps computed once)").read_only(),
         ParamSpec::new("points.enabled", Boolean(true), "publish dinov3/points from depth and the calibration"),
