@@ -8,17 +8,14 @@
 //! head with a basis fitted on the first frame. Frames: the synthetic scene at 640x480. Prints a
 //! Markdown table: median ms per frame of the backbone, each head and all heads, and ratios.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use dinov3_perception::backend::tract::TractBackend;
-use dinov3_perception::backend::Backend;
 use dinov3_perception::frame::{Frame, SystemClock};
 use dinov3_perception::heads::anomaly::MemoryBank;
-use dinov3_perception::heads::loader::{load_heads, HeadsConfig};
-use dinov3_perception::pipeline::InferenceStage;
-use dinov3_perception::preprocess::ResizeMode;
 use dinov3_perception::source::synthetic::{SyntheticCamera, SyntheticConfig, SyntheticScene};
 use dinov3_perception::BackboneModel;
 use rand::{RngExt, SeedableRng};
@@ -60,17 +57,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     MemoryBank::from_features(MemoryBank::backbone_ref(m, grid), &features)?
         .save(&dir.path().join("anomaly"))?;
-    let config = HeadsConfig {
-        dir: Some(dir.path().to_path_buf()),
-        pca: true,
-        pca_fit_frames: 1,
-    };
-    let heads = load_heads(&config, m, grid)?;
-    let names = heads.names();
-    let prepared = TractBackend::new(threads).prepare(&model, size)?;
-    let mut stage =
-        InferenceStage::new(prepared.as_ref(), Arc::new(m.clone()), ResizeMode::Stretch)?
-            .with_heads(heads);
+    let (mut stage, names) = common::stage_with_heads(&model, dir.path(), threads)?;
 
     let scene = SyntheticScene::new(
         &SyntheticConfig::default(),
