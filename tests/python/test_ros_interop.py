@@ -950,6 +950,23 @@ def test_node_topic_remap(launch):
     assert collect({"d": rd}, 15, until=lambda o: o["d"], node=node)["d"], node.describe()
 
 
+def test_node_reliable_topics_on_request(launch):
+    """qos.reliable_topics makes the listed topics reliable (a reliable reader then matches and
+    receives); the others stay best effort."""
+    domain = fresh_domain()
+    peer = Peer(domain)
+    node = launch(node_args(max_frames=300, ros_args=["-p", "qos.reliable_topics:=dinov3/detections, /dinov3/depth"]),
+                  domain)
+    det, depth, seg = (r.dds_topic(t) for t in ("/dinov3/detections", "/dinov3/depth", "/dinov3/segmentation"))
+    pubs = peer.wait_publications([det, depth, seg], timeout=30)
+    assert all(pubs.values()), f"missing publications {pubs}\n" + node.describe()
+    assert reliability_of(pubs[det][0].qos) == "reliable"
+    assert reliability_of(pubs[depth][0].qos) == "reliable"
+    assert reliability_of(pubs[seg][0].qos) == "best_effort"
+    rd = peer.reader(det, r.Detection2DArray, kind=RELIABLE)
+    assert collect({"d": rd}, 15, until=lambda o: o["d"], node=node)["d"], node.describe()
+
+
 # ------------------------------------------------------------------------------------------------
 # 4. Parameter services, rmw_cyclonedds request layout
 # ------------------------------------------------------------------------------------------------
