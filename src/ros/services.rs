@@ -2,14 +2,15 @@
 //! types), answering BOTH request layouts found in ROS 2:
 //!
 //! * **Enhanced** (RPC over DDS, rmw_fastrtps and rmw_connextdds): the payload is the bare
-//!   request; the client's request id travels as the `related_sample_identity` inline QoS.
+//!   request; the request id is the sample's identity or a `related_sample_identity` inline QoS
+//!   (rmw_fastrtps sends one), and the reply carries it as `related_sample_identity`.
 //! * **Cyclone** (rmw_cyclonedds): the payload starts with a 16-byte header (lower 8 bytes of
-//!   the client GUID, sequence number) followed by the request, and no inline request id.
+//!   the client GUID, sequence number) followed by the request; the reply starts with the same
+//!   header.
 //!
 //! ros2-client's own servers serve one fixed layout. Here each request topic is read raw, the
-//! layout is told apart by the presence of `related_sample_identity` (every Enhanced client
-//! sends it, rmw_cyclonedds never does), and the reply is written in the same layout on the
-//! reply topic (`rq/<node>/<service>Request` -> `rr/<node>/<service>Reply`).
+//! layout is decided from the payload (see [`decode_request`]), and the reply is written in the
+//! same layout on the reply topic (`rq/<node>/<service>Request` -> `rr/<node>/<service>Reply`).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -566,6 +567,77 @@ impl Drop for ParameterServices {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw<T: Serialize>(header: Option<CycloneHeader>, body: &T) -> RawSample {
+        match header {
+            Some(h) => encode_reply(Layout::Cyclone(h), body).unwrap(),
+            None => encode_reply(
+                Layout::Enhanced(SampleIdentity {
+                    writer_guid: GUID::from_bytes([0; 16]),
+                    sequence_number: SequenceNumber::from(0),
+                }),
+                body,
+            )
+            .unwrap(),
+        }
+    }
+
+    const H: CycloneHeader = CycloneHeader {
+        guid: [0x9a, 0x31, 0x7c, 0x05, 0xee, 0x10, 0x42, 0x77],
+        seq_high: 0,
+        seq_low: 7,
+    };
+
+    #[test]
+    fn layouts_are_told_apart_for_every_client_style() {
+        let writer = GUID::from_bytes([1, 15, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 0, 1, 3]);
+        let seq = SequenceNumber::from(3);
+        let related = Some(SampleIdentity {
+            writer_guid: writer,
+            sequence_number: seq,
+        });
+        let requests = [
+            GetParametersRequest { names: vec![] },
+            GetParametersRequest {
+                names: vec!["source".into()],
+            },
+            GetParametersRequest {
+                names: vec!["points.stride".into(), "heads.detection.enabled".into()],
+            },
+        ];
+        for req in &requests {
+            // rmw_cyclonedds: header, no inline id. ros2-client's Cyclone client: header + id.
+            for rel in [None, related] {
+                let (layout, got) =
+                    decode_request::<GetParametersRequest>(&raw(Some(H), req), rel, writer, seq)
+                        .unwrap();
+                assert_eq!(layout, Layout::Cyclone(H));
+                assert_eq!(got.names, req.names);
+            }
+            // rmw_fastrtps: bare request + inline id; ros2-client / Connext Enhanced: bare.
+            for rel in [related, None] {
+                let (layout, got) =
+                    decode_request::<GetParametersRequest>(&raw(None, req), rel, writer, seq)
+                        .unwrap();
+                assert!(matches!(layout, Layout::Enhanced(_)), "{layout:?}");
+                assert_eq!(got.names, req.names);
+            }
+        }
+        let list = ListParametersRequest {
+            prefixes: vec![],
+            depth: 0,
+        };
+        let (layout, _) =
+            decode_request::<ListParametersRequest>(&raw(None, &list), None, writer, seq).unwrap();
+        assert!(
+            matches!(layout, Layout::Enhanced(id) if id.writer_guid == writer && id.sequence_number == seq)
+        );
+        let garbage = RawSample {
+            bytes: vec![0xff; 5],
+            encoding: RepresentationIdentifier::CDR_LE,
+        };
+        assert!(decode_request::<ListParametersRequest>(&garbage, None, writer, seq).is_err());
+    }
 
     #[test]
     fn cyclone_header_is_16_bytes_and_round_trips() {
