@@ -79,6 +79,7 @@ pub struct Image {
     /// Bytes per row.
     pub step: u32,
     /// `step * height` bytes.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 ros_type!(Image, "sensor_msgs", "Image");
@@ -126,6 +127,7 @@ pub struct CompressedImage {
     /// `jpeg` or `png` (image_transport also writes e.g. `rgb8; jpeg compressed bgr8`).
     pub format: String,
     /// The compressed bytes.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 ros_type!(CompressedImage, "sensor_msgs", "CompressedImage");
@@ -207,6 +209,7 @@ pub struct PointCloud2 {
     /// Bytes per row.
     pub row_step: u32,
     /// The points.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     /// False if some points are invalid (NaN).
     pub is_dense: bool,
