@@ -251,7 +251,7 @@ pub fn run_node(
         node_params::set_action(controls, live.clone()),
     ));
     let services = node
-        .as_ref()
+        .as_mut()
         .map(|n| ParameterServices::start(n, store.clone()))
         .transpose()?;
 

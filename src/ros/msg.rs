@@ -457,6 +457,11 @@ pub struct DiagnosticArray {
     pub status: Vec<DiagnosticStatus>,
 }
 ros_type!(DiagnosticArray, "diagnostic_msgs", "DiagnosticArray");
+ros_type!(
+    ros2_client::parameters::raw::ParameterEvent,
+    "rcl_interfaces",
+    "ParameterEvent"
+);
 
 #[cfg(test)]
 mod tests {

@@ -33,7 +33,7 @@ use rustdds::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::node::{RosError, RosNode};
+use super::node::{RosError, RosNode, TopicQos};
 use super::params::{ParamStore, Range};
 
 /// A sample as bytes, with its CDR byte order.
@@ -296,11 +296,42 @@ fn list(store: &ParamStore, prefixes: &[String], depth: u64) -> ListParametersRe
     }
 }
 
-fn set_one(store: &ParamStore, p: raw::Parameter) -> raw::SetParametersResult {
+/// `/parameter_events`: what `ros2 param` watchers and rqt_reconfigure follow.
+struct Events {
+    publisher: ros2_client::Publisher<raw::ParameterEvent>,
+    node: String,
+}
+
+impl Events {
+    fn changed(&self, store: &ParamStore, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        let event = raw::ParameterEvent {
+            stamp: ros2_client::builtin_interfaces::Time::now(),
+            node: self.node.clone(),
+            new_parameters: vec![],
+            changed_parameters: names
+                .iter()
+                .map(|n| raw::Parameter {
+                    name: n.clone(),
+                    value: raw::ParameterValue::from(store.get(n)),
+                })
+                .collect(),
+            deleted_parameters: vec![],
+        };
+        if let Err(e) = self.publisher.publish(event) {
+            log::warn!("/parameter_events not published: {e:?}");
+        }
+    }
+}
+
+fn set_one(store: &ParamStore, p: raw::Parameter, events: &Events) -> raw::SetParametersResult {
     let name = p.name.clone();
     let value = ParameterValue::from(p.value);
     match store.set(&name, value) {
         Ok(()) => {
+            events.changed(store, std::slice::from_ref(&name));
             log::info!("parameter {name} set");
             raw::SetParametersResult {
                 successful: true,
@@ -319,7 +350,11 @@ fn set_one(store: &ParamStore, p: raw::Parameter) -> raw::SetParametersResult {
 
 impl ParameterServices {
     /// Start serving `store` under the node's fully qualified name.
-    pub fn start(node: &RosNode, store: Arc<ParamStore>) -> Result<Self, RosError> {
+    pub fn start(node: &mut RosNode, store: Arc<ParamStore>) -> Result<Self, RosError> {
+        let events = Arc::new(Events {
+            publisher: node.publisher("/parameter_events", Some(TopicQos::Reliable))?,
+            node: node.settings().fully_qualified_name(),
+        });
         let dp = node.context().domain_participant();
         let fqn = node.settings().fully_qualified_name();
         let qos = service_qos();
@@ -404,12 +439,16 @@ impl ParameterServices {
                 },
             ),
         )?;
-        let s = store.clone();
+        let (s, ev) = (store.clone(), events.clone());
         add(
             "set_parameters",
             "SetParameters",
             endpoint(move |r: SetParametersRequest| SetParametersResponse {
-                results: r.parameter.into_iter().map(|p| set_one(&s, p)).collect(),
+                results: r
+                    .parameter
+                    .into_iter()
+                    .map(|p| set_one(&s, p, &ev))
+                    .collect(),
             }),
         )?;
         let s = store;
@@ -446,8 +485,11 @@ impl ParameterServices {
                         reason,
                     },
                     None => {
-                        let results: Vec<_> =
-                            r.parameter.into_iter().map(|p| set_one(&s, p)).collect();
+                        let results: Vec<_> = r
+                            .parameter
+                            .into_iter()
+                            .map(|p| set_one(&s, p, &events))
+                            .collect();
                         match results.into_iter().find(|r| !r.successful) {
                             Some(failed) => failed,
                             None => raw::SetParametersResult {

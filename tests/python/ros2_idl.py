@@ -366,6 +366,15 @@ class Parameter(IdlStruct, typename="rcl_interfaces::msg::dds_::Parameter_"):
 
 
 @dataclass
+class ParameterEvent(IdlStruct, typename="rcl_interfaces::msg::dds_::ParameterEvent_"):
+    stamp: Time = field(default_factory=Time)
+    node: str = ""
+    new_parameters: t.sequence[Parameter] = field(default_factory=list)
+    changed_parameters: t.sequence[Parameter] = field(default_factory=list)
+    deleted_parameters: t.sequence[Parameter] = field(default_factory=list)
+
+
+@dataclass
 class SetParametersResult(IdlStruct, typename="rcl_interfaces::msg::dds_::SetParametersResult_"):
     successful: bool = False
     reason: str = ""

@@ -1034,10 +1034,17 @@ def test_node_parameter_services(launch):
     assert res.successful is False and res.reason, res
     assert get("detection.score_threshold", "source") == [threshold, "synthetic"]
 
-    # accepted
+    # accepted, and announced on /parameter_events
+    events = peer.reader("rt/parameter_events", r.ParameterEvent, kind=RELIABLE, depth=100)
+    assert wait_for(lambda: peer.remote_publications("rt/parameter_events"), 10), "no /parameter_events writer"
     res = set1("detection.score_threshold", 0.5)
     assert res.successful is True, res
     assert get("detection.score_threshold") == [0.5]
+    ev = collect({"e": events}, 5, until=lambda o: o["e"], node=node)["e"]
+    ours = [e for e in ev if e.node == fqn]
+    assert ours, f"no /parameter_events from {fqn}: {ev}"
+    changed = ours[-1].changed_parameters
+    assert [(p.name, p.value.python_value()) for p in changed] == [("detection.score_threshold", 0.5)], changed
 
     # switch detection off: detections stop, the other outputs go on
     readers = {n: peer.reader(r.dds_topic("/" + n), PER_FRAME_TOPICS[n], depth=100)
