@@ -118,6 +118,20 @@ where
     panic!("no answer from {service} ({mapping:?}) in 20 s");
 }
 
+/// The current `points.stride`.
+fn stride(c: &mut Node, mapping: ServiceMapping) -> ParameterValue {
+    let got: GetParametersResponse = call(
+        c,
+        mapping,
+        "get_parameters",
+        "GetParameters",
+        GetParametersRequest {
+            names: vec!["points.stride".into()],
+        },
+    );
+    ParameterValue::from(got.values[0].clone())
+}
+
 fn check_layout(mapping: ServiceMapping, client_name: &str, domain: u16) {
     let _node = start_node(domain, &[]);
     let mut c = client_node(client_name, domain);
@@ -200,19 +214,7 @@ fn check_layout(mapping: ServiceMapping, client_name: &str, domain: u16) {
         set("points.stride", ParameterValue::Integer(8)),
     );
     assert!(r.results[0].successful, "{}", r.results[0].reason);
-    let got: GetParametersResponse = call(
-        &mut c,
-        mapping,
-        "get_parameters",
-        "GetParameters",
-        GetParametersRequest {
-            names: vec!["points.stride".into()],
-        },
-    );
-    assert_eq!(
-        ParameterValue::from(got.values[0].clone()),
-        ParameterValue::Integer(8)
-    );
+    assert_eq!(stride(&mut c, mapping), ParameterValue::Integer(8));
     let d: DescribeParametersResponse = call(
         &mut c,
         mapping,
@@ -259,19 +261,7 @@ fn check_layout(mapping: ServiceMapping, client_name: &str, domain: u16) {
         "{}",
         r.result.reason
     );
-    let got: GetParametersResponse = call(
-        &mut c,
-        mapping,
-        "get_parameters",
-        "GetParameters",
-        GetParametersRequest {
-            names: vec!["points.stride".into()],
-        },
-    );
-    assert_eq!(
-        ParameterValue::from(got.values[0].clone()),
-        ParameterValue::Integer(8)
-    );
+    assert_eq!(stride(&mut c, mapping), ParameterValue::Integer(8));
 }
 
 #[test]
