@@ -14,16 +14,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use dinov3_perception::frame::{Frame, SystemClock};
+use dinov3_perception::frame::SystemClock;
 use dinov3_perception::heads::anomaly::MemoryBank;
-use dinov3_perception::source::synthetic::{SyntheticCamera, SyntheticConfig, SyntheticScene};
 use dinov3_perception::BackboneModel;
 use rand::{RngExt, SeedableRng};
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -59,26 +53,14 @@ fn main() -> anyhow::Result<()> {
         .save(&dir.path().join("anomaly"))?;
     let (mut stage, names) = common::stage_with_heads(&model, dir.path(), threads)?;
 
-    let scene = SyntheticScene::new(
-        &SyntheticConfig::default(),
-        &SyntheticCamera::for_image(640, 480),
-    )?;
+    let scene = common::scene()?;
     let clock = SystemClock;
     let mut backbone = Vec::new();
     let mut all = Vec::new();
     let mut per_head: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     // One warm-up frame (also fits the PCA basis), then the measured frames.
     for i in 0..=frames {
-        let (rgb, _) = scene.render(i as u64);
-        let frame = Frame {
-            width: 640,
-            height: 480,
-            rgb,
-            stamp: dinov3_perception::frame::Stamp(0),
-            seq: i as u64,
-            frame_id: "camera".into(),
-            ground_truth: None,
-        };
+        let frame = common::frame(&scene, i, "camera");
         let r = stage.run_frame(frame, &clock).map_err(anyhow::Error::msg)?;
         if let Some((h, e)) = r.head_errors.first() {
             anyhow::bail!("head {h}: {e}");
@@ -95,7 +77,7 @@ fn main() -> anyhow::Result<()> {
                 .push(h.elapsed.as_secs_f64() * 1e3);
         }
     }
-    let b = median(&mut backbone);
+    let b = common::median(&mut backbone);
     println!(
         "{} {}x{} ({} threads, {frames} frames of 640x480, anomaly bank {bank_patches} patches)\n",
         m.variant, size.height, size.width, threads
@@ -104,11 +86,11 @@ fn main() -> anyhow::Result<()> {
     println!("| backbone | {b:.2} | 1.000 |");
     for name in &names {
         if let Some(v) = per_head.get_mut(name) {
-            let t = median(v);
+            let t = common::median(v);
             println!("| {name} | {t:.2} | {:.3} |", t / b);
         }
     }
-    let a = median(&mut all);
+    let a = common::median(&mut all);
     println!("| all heads | {a:.2} | {:.3} |", a / b);
     Ok(())
 }

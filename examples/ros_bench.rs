@@ -19,19 +19,13 @@ use std::time::Instant;
 
 use dinov3_perception::calibration::CameraCalibration;
 use dinov3_perception::commands::{bundled_heads, bundled_model};
-use dinov3_perception::frame::{Frame, SystemClock};
+use dinov3_perception::frame::SystemClock;
 use dinov3_perception::pipeline::Sink;
 use dinov3_perception::ros::msg::{Detection2DArray, Image, PointCloud2};
 use dinov3_perception::ros::node::NodeSettings;
 use dinov3_perception::ros::publish::{topics, LiveSettings, PublishPlan, RosSink};
 use dinov3_perception::ros::RosNode;
-use dinov3_perception::source::synthetic::{SyntheticCamera, SyntheticConfig, SyntheticScene};
 use dinov3_perception::BackboneModel;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -76,23 +70,11 @@ fn main() -> anyhow::Result<()> {
     let _i = node.subscription::<Image>(topics::DEPTH, "sensor_msgs", "Image")?;
     std::thread::sleep(std::time::Duration::from_millis(500));
 
-    let scene = SyntheticScene::new(
-        &SyntheticConfig::default(),
-        &SyntheticCamera::for_image(640, 480),
-    )?;
+    let scene = common::scene()?;
     let clock = SystemClock;
     let (mut backbone, mut all_heads, mut publish) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..=frames {
-        let (rgb, _) = scene.render(i as u64);
-        let frame = Frame {
-            width: 640,
-            height: 480,
-            rgb,
-            stamp: dinov3_perception::frame::Stamp(1_700_000_000_000_000_000 + i as u64),
-            seq: i as u64,
-            frame_id: "synthetic_camera".into(),
-            ground_truth: None,
-        };
+        let frame = common::frame(&scene, i, "synthetic_camera");
         let r = stage.run_frame(frame, &clock).map_err(anyhow::Error::msg)?;
         let t = Instant::now();
         sink.consume(&r).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -104,9 +86,9 @@ fn main() -> anyhow::Result<()> {
         all_heads.push(r.timings.heads.as_secs_f64() * 1e3);
         publish.push(p);
     }
-    let b = median(&mut backbone);
-    let h = median(&mut all_heads);
-    let p = median(&mut publish);
+    let b = common::median(&mut backbone);
+    let h = common::median(&mut all_heads);
+    let p = common::median(&mut publish);
     println!(
         "{} {}x{} ({threads} threads, {frames} frames of 640x480; heads: {})\n",
         m.variant,
