@@ -33,8 +33,11 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
-echo "== cargo check --features humble (the other ROS 2 distro feature builds too)"
-cargo check --lib --quiet --no-default-features --features humble
+echo "== cargo build --features humble (ROS 2 Humble: 24-byte GIDs; the interop tests run it)"
+cargo build --quiet --bin dinov3_perception --no-default-features --features humble
+mkdir -p target/humble
+cp target/debug/dinov3_perception target/humble/dinov3_perception
+cargo build --quiet --bin dinov3_perception   # target/debug/ holds the default (Jazzy) build again
 echo "== cargo test"
 cargo test --all-targets
 echo "== pytest tests/python"

@@ -54,6 +54,8 @@ from cyclonedds.topic import Topic  # noqa: E402
 # ------------------------------------------------------------------------------------------------
 
 BINARY = REPO / "target" / "debug" / "dinov3_perception"
+# Built with `--no-default-features --features humble` by scripts/test.sh.
+HUMBLE_BINARY = REPO / "target" / "humble" / "dinov3_perception"
 CALIBRATION = REPO / "calibration" / "synthetic_640x480.yaml"
 DEMO = REPO / "models" / "demo"
 
@@ -126,7 +128,7 @@ def node_args(source="synthetic", max_frames=SYNTHETIC_FRAMES, fps=SYNTHETIC_FPS
 class Node:
     """The node under test, as a child process with its own log file."""
 
-    def __init__(self, args, domain: int, log_path: Path, env_extra=None):
+    def __init__(self, args, domain: int, log_path: Path, env_extra=None, binary=BINARY):
         self.args = args
         self.domain = domain
         self.log_path = log_path
@@ -136,7 +138,7 @@ class Node:
         env.update(env_extra or {})
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(BINARY), *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+            [str(binary), *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -181,8 +183,8 @@ def launch(tmp_path):
                     "the ROS interop tests run the debug binary")
     nodes = []
 
-    def start(args, domain, env_extra=None):
-        node = Node(args, domain, tmp_path / f"node{len(nodes)}.log", env_extra)
+    def start(args, domain, env_extra=None, binary=BINARY):
+        node = Node(args, domain, tmp_path / f"node{len(nodes)}.log", env_extra, binary)
         nodes.append(node)
         return node
 
@@ -918,6 +920,32 @@ def test_node_in_ros_discovery_info(launch):
     node = launch(node_args(max_frames=300), domain)
     check_graph(peer, node, NODE_NAME, "/",
                 [r.dds_topic(t) for t in ("/dinov3/detections", "/dinov3/camera_info", "/diagnostics")])
+
+
+def humble_view(domain, name, namespace, seconds=20):
+    out = subprocess.run([sys.executable, str(HERE / "humble_discovery.py"), str(domain), str(seconds), name, namespace],
+                         capture_output=True, text=True, timeout=seconds + 30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_humble_build_announces_24_byte_gids(launch):
+    """The `humble` build announces the node in ros_discovery_info with Humble's 24-byte GIDs
+    (what `ros2 node list` on Humble decodes); the default (Jazzy) build's 16-byte GIDs do not
+    decode as Humble's layout."""
+    if not HUMBLE_BINARY.is_file():
+        pytest.fail(f"{HUMBLE_BINARY} is missing: scripts/test.sh builds it "
+                    "(cargo build --no-default-features --features humble)")
+    domain = fresh_domain()
+    node = launch(node_args(max_frames=400), domain, binary=HUMBLE_BINARY)
+    seen = humble_view(domain, NODE_NAME, "/")
+    assert seen["found"], "Humble peer does not see the node\n" + node.describe()
+    assert seen["all_padded"] and seen["writers"] > 0, seen
+    node.stop()
+    domain = fresh_domain()
+    jazzy = launch(node_args(max_frames=400), domain)
+    seen = humble_view(domain, NODE_NAME, "/", seconds=8)
+    assert not (seen["found"] and seen["all_padded"]), f"Jazzy GIDs decoded as Humble's: {seen}\n" + jazzy.describe()
 
 
 def test_node_namespace_and_name_remap(launch):
