@@ -12,11 +12,12 @@
 //! layout is decided from the payload (see [`decode_request`]), and the reply is written in the
 //! same layout on the reply topic (`rq/<node>/<service>Request` -> `rr/<node>/<service>Reply`).
 
+use std::collections::BTreeSet;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ros2_client::parameters::raw;
 use ros2_client::rcl_interfaces::*;
@@ -27,8 +28,8 @@ use rustdds::no_key::{
 use rustdds::policy::{Durability, History, Reliability};
 use rustdds::serialization::{deserialize_from_cdr_with_rep_id, to_writer_with_rep_id};
 use rustdds::{
-    QosPolicies, QosPolicyBuilder, RepresentationIdentifier, SampleIdentity, SequenceNumber,
-    Timestamp, TopicKind, WriteOptionsBuilder, GUID,
+    DataWriterStatus, QosPolicies, QosPolicyBuilder, RepresentationIdentifier, SampleIdentity,
+    SequenceNumber, StatusEvented, Timestamp, TopicKind, WriteOptions, WriteOptionsBuilder, GUID,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -197,6 +198,56 @@ struct Endpoint {
     reader: SimpleDataReader<RawSample, RawAdapter>,
     writer: DataWriter<RawSample, RawAdapter>,
     handle: Handler,
+    /// Participants whose reply readers the reply writer has matched.
+    matched: BTreeSet<Participant>,
+    /// Replies waiting for the requester's reply reader to be matched (deadline, requester).
+    pending: Vec<(Instant, Participant, RawSample, WriteOptions)>,
+}
+
+/// The participant part (GUID prefix) of an entity GUID.
+type Participant = [u8; 12];
+
+fn participant(guid: GUID) -> Participant {
+    let mut p = [0u8; 12];
+    p.copy_from_slice(&guid.to_bytes()[..12]);
+    p
+}
+
+/// How long a reply waits for the requester's reply reader to be discovered. A client can see
+/// the service as available (its own writer and reader matched) before our reply writer has
+/// discovered its reader; a volatile reply written then would be lost (rmw_cyclonedds waits
+/// the same way).
+const REPLY_MATCH_WAIT: Duration = Duration::from_secs(3);
+
+impl Endpoint {
+    fn refresh_matches(&mut self) {
+        while let Some(status) = self.writer.try_recv_status() {
+            if let DataWriterStatus::PublicationMatched { reader, .. } = status {
+                self.matched.insert(participant(reader));
+            }
+        }
+    }
+
+    fn send(&self, reply: RawSample, opts: WriteOptions) {
+        if let Err(e) = self.writer.write_with_options(reply, opts) {
+            log::warn!("{} reply not sent: {e:?}", self.name);
+        }
+    }
+
+    /// Send the replies whose requester is now matched, or whose wait is over.
+    fn flush_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(deadline, who, _, _)| self.matched.contains(who) || now >= *deadline);
+        self.pending = wait;
+        for (_, _, reply, opts) in ready {
+            self.send(reply, opts);
+        }
+    }
 }
 
 /// The running parameter services.
@@ -395,6 +446,8 @@ impl ParameterServices {
                 reader,
                 writer,
                 handle,
+                matched: BTreeSet::new(),
+                pending: Vec::new(),
             });
             Ok::<(), RosError>(())
         };
@@ -546,10 +599,12 @@ where
     })
 }
 
-fn serve(endpoints: Vec<Endpoint>, stop: Arc<AtomicBool>) {
+fn serve(mut endpoints: Vec<Endpoint>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         let mut idle = true;
-        for ep in &endpoints {
+        for ep in &mut endpoints {
+            ep.refresh_matches();
+            ep.flush_pending();
             loop {
                 let dcc = match ep.reader.try_take_one() {
                     Ok(Some(d)) => d,
@@ -585,8 +640,13 @@ fn serve(endpoints: Vec<Endpoint>, stop: Arc<AtomicBool>) {
                         .source_timestamp(Timestamp::now())
                         .related_sample_identity(related)
                         .build();
-                    if let Err(e) = ep.writer.write_with_options(reply, opts) {
-                        log::warn!("{} reply not sent: {e:?}", ep.name);
+                    let who = participant(info.writer);
+                    ep.refresh_matches();
+                    if ep.matched.contains(&who) {
+                        ep.send(reply, opts);
+                    } else {
+                        ep.pending
+                            .push((Instant::now() + REPLY_MATCH_WAIT, who, reply, opts));
                     }
                 }
             }
