@@ -75,10 +75,11 @@ impl From<Resize> for ResizeMode {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the node: frames from a source, one backbone pass per frame, live status line.
-    /// With no options: the synthetic scene and the bundled tiny model (no camera, no network).
+    /// Run the ROS 2 node: frames from a source, one backbone pass per frame, every head output
+    /// published as ROS topics, live status line. With no options: the synthetic scene and the
+    /// bundled tiny model. Accepts `--ros-args ...` as `ros2 launch` / `ros2 run` pass it.
     Run {
-        /// Frame source: synthetic | v4l2:/dev/videoN (or /dev/v4l/by-id/...) | dir:PATH
+        /// Frame source: synthetic | v4l2:/dev/videoN (or /dev/v4l/by-id/...) | dir:PATH | ros:TOPIC
         #[arg(long, default_value = "synthetic")]
         source: SourceSpec,
         /// Backbone .onnx file (default: the bundled tiny fixture model).
