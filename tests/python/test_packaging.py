@@ -186,9 +186,17 @@ chmod +x "$td/release/dinov3_perception"
 '''
 
 
-@pytest.mark.skipif(shutil.which('cmake') is None, reason='cmake is not installed')
+def find_cmake():
+    """cmake from the venv (models/requirements.txt pins the PyPI wheel), else from PATH."""
+    venv = Path(sys.executable).parent / 'cmake'
+    found = str(venv) if venv.exists() else shutil.which('cmake')
+    assert found, 'cmake is missing: scripts/test.sh installs it into the venv (models/requirements.txt)'
+    return found
+
+
 def test_cmake_configure_build_install_with_stand_ins(tmp_path):
     """Runs CMakeLists.txt for real, with a stand-in ament_cmake and a stand-in cargo."""
+    cmake = find_cmake()
     stub = tmp_path / 'ament_cmake'
     stub.mkdir()
     (stub / 'ament_cmakeConfig.cmake').write_text(FAKE_AMENT_CMAKE)
@@ -199,10 +207,10 @@ def test_cmake_configure_build_install_with_stand_ins(tmp_path):
     build, prefix = tmp_path / 'build', tmp_path / 'install'
     env = {k: v for k, v in os.environ.items() if k != 'ROS_DISTRO'}
     for cmd in (
-        ['cmake', '-S', str(ROOT), '-B', str(build), f'-Dament_cmake_DIR={stub}',
+        [cmake, '-S', str(ROOT), '-B', str(build), f'-Dament_cmake_DIR={stub}',
          f'-DCARGO_EXECUTABLE={cargo}', f'-DCMAKE_INSTALL_PREFIX={prefix}'],
-        ['cmake', '--build', str(build)],
-        ['cmake', '--install', str(build)],
+        [cmake, '--build', str(build)],
+        [cmake, '--install', str(build)],
     ):
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
