@@ -488,10 +488,9 @@ fn run(cli: Cli, ros_tokens: Vec<String>) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(
+    dinov3_perception::telemetry::init_logging(
         "info,rustdds=error,ros2_client=warn,rustdds::network::udp_listener=off",
-    ))
-    .init();
+    );
     // `ros2 launch` appends `--ros-args ...`: split it off before clap sees the argv.
     let (plain, ros_tokens) = split_ros_args(std::env::args());
     let cli = Cli::parse_from(plain);

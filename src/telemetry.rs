@@ -6,15 +6,75 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-/// Initialise `env_logger` (`RUST_LOG` overrides `default_level`).
-pub fn init_logging(default_level: &str) {
-    let _ =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-            .try_init();
+/// Where this crate's log records go besides stderr (the ROS node's `/rosout`).
+pub type LogHook = Box<dyn Fn(&log::Record) + Send + Sync>;
+
+struct Logger {
+    inner: env_logger::Logger,
+    hook: RwLock<Option<LogHook>>,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.inner.matches(record) {
+            return;
+        }
+        self.inner.log(record);
+        // Only our own records: the hook publishes through DDS, whose libraries log too.
+        if record.target().starts_with(env!("CARGO_CRATE_NAME")) {
+            if let Ok(hook) = self.hook.try_read() {
+                if let Some(h) = hook.as_ref() {
+                    h(record);
+                }
+            }
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush()
+    }
+}
+
+/// Initialise logging to stderr (`RUST_LOG` overrides `default_filter`), with room for a
+/// [`set_log_hook`]. A second call does nothing.
+pub fn init_logging(default_filter: &str) {
+    let inner =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+            .build();
+    let max = inner.filter();
+    if LOGGER
+        .set(Logger {
+            inner,
+            hook: RwLock::new(None),
+        })
+        .is_ok()
+    {
+        if let Some(l) = LOGGER.get() {
+            if log::set_logger(l).is_ok() {
+                log::set_max_level(max);
+            }
+        }
+    }
+}
+
+/// Also send this crate's records that pass the filter to `hook` (`None` removes it).
+pub fn set_log_hook(hook: Option<LogHook>) {
+    if let Some(l) = LOGGER.get() {
+        if let Ok(mut h) = l.hook.write() {
+            *h = hook;
+        }
+    }
 }
 
 /// Lets a repeated warning through at most once per `interval`, counting the suppressed ones.

@@ -308,6 +308,31 @@ impl RosNode {
                     .start_parameter_services(false),
             )
             .map_err(dds("creating the node"))?;
+        // This crate's log records also go to /rosout (rqt_console, `ros2 topic echo /rosout`).
+        let rosout = node.logging_handle();
+        let logger_name = settings
+            .fully_qualified_name()
+            .trim_start_matches('/')
+            .replace('/', ".");
+        crate::telemetry::set_log_hook(Some(Box::new(move |record: &log::Record| {
+            use ros2_client::log::LogLevel;
+            use ros2_client::RosoutRaw;
+            let level = match record.level() {
+                log::Level::Error => LogLevel::Error,
+                log::Level::Warn => LogLevel::Warn,
+                log::Level::Info => LogLevel::Info,
+                log::Level::Debug | log::Level::Trace => LogLevel::Debug,
+            };
+            rosout.rosout_raw(
+                ros2_client::builtin_interfaces::Time::now(),
+                level,
+                &logger_name,
+                &record.args().to_string(),
+                record.file().unwrap_or_default(),
+                record.module_path().unwrap_or_default(),
+                record.line().unwrap_or_default(),
+            );
+        })));
         let spinner = node.spinner().map_err(dds("creating the spinner"))?;
         let handle = std::thread::Builder::new()
             .name("ros-spinner".into())
@@ -400,6 +425,7 @@ impl RosNode {
 
 impl Drop for RosNode {
     fn drop(&mut self) {
+        crate::telemetry::set_log_hook(None);
         // Dropping the Node stops its spinner.
         drop(self.node.take());
         if let Some(h) = self.spinner.take() {

@@ -366,6 +366,21 @@ class Parameter(IdlStruct, typename="rcl_interfaces::msg::dds_::Parameter_"):
 
 
 @dataclass
+class Log(IdlStruct, typename="rcl_interfaces::msg::dds_::Log_"):
+    """rcl_interfaces/Log, on /rosout (what rqt_console and `ros2 topic echo /rosout` show)."""
+    stamp: Time = field(default_factory=Time)
+    level: t.uint8 = 0
+    name: str = ""
+    msg: str = ""
+    file: str = ""
+    function: str = ""
+    line: t.uint32 = 0
+
+
+LOG_INFO, LOG_WARN = 20, 30
+
+
+@dataclass
 class ParameterEvent(IdlStruct, typename="rcl_interfaces::msg::dds_::ParameterEvent_"):
     stamp: Time = field(default_factory=Time)
     node: str = ""

@@ -922,6 +922,21 @@ def test_node_in_ros_discovery_info(launch):
                 [r.dds_topic(t) for t in ("/dinov3/detections", "/dinov3/camera_info", "/diagnostics")])
 
 
+def test_node_logs_to_rosout(launch):
+    """The node's own log lines also go to /rosout under its logger name (namespace.node)."""
+    domain = fresh_domain()
+    peer = Peer(domain)
+    node = launch(node_args(max_frames=300, ros_args=["-r", "__ns:=/robot1", "-r", "__node:=cam0"]), domain)
+    rd = peer.reader("rt/rosout", r.Log, kind=LATCHED, depth=100)
+    logs = collect({"l": rd}, 20, until=lambda o: any("fps" in m.msg for m in o["l"]), node=node)["l"]
+    ours = [m for m in logs if m.name == "robot1.cam0"]
+    assert any("fps" in m.msg and m.level == r.LOG_INFO for m in ours), \
+        f"no status line from robot1.cam0 on /rosout: {[(m.name, m.msg[:60]) for m in logs][:10]}\n" + node.describe()
+    m = next(m for m in ours if "fps" in m.msg)
+    assert m.file.endswith(".rs") and m.line > 0 and m.function.startswith("dinov3_perception"), m
+    assert m.stamp.sec > 1_600_000_000
+
+
 def humble_view(domain, name, namespace, seconds=20):
     out = subprocess.run([sys.executable, str(HERE / "humble_discovery.py"), str(domain), str(seconds), name, namespace],
                          capture_output=True, text=True, timeout=seconds + 30)
