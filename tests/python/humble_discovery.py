@@ -8,41 +8,24 @@ Prints one JSON object: the node's entry as a Humble peer decodes it, or {"found
 """
 
 import json
+import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ["ROS2_IDL_GID_SIZE"] = "24"
 
 import ros2_idl as r  # noqa: E402
 
 r.use_loopback_config()
 
 from cyclonedds.domain import DomainParticipant  # noqa: E402
-from cyclonedds.idl import IdlStruct  # noqa: E402
-from cyclonedds.idl import types as t  # noqa: E402
 from cyclonedds.sub import DataReader  # noqa: E402
 from cyclonedds.topic import Topic  # noqa: E402
 
-
-@dataclass
-class Gid(IdlStruct, typename="rmw_dds_common::msg::dds_::Gid_"):
-    data: t.array[t.uint8, r.GID_SIZE_HUMBLE] = field(default_factory=lambda: bytes(r.GID_SIZE_HUMBLE))
-
-
-@dataclass
-class NodeEntitiesInfo(IdlStruct, typename="rmw_dds_common::msg::dds_::NodeEntitiesInfo_"):
-    node_namespace: str = ""
-    node_name: str = ""
-    reader_gid_seq: t.sequence[Gid] = field(default_factory=list)
-    writer_gid_seq: t.sequence[Gid] = field(default_factory=list)
-
-
-@dataclass
-class ParticipantEntitiesInfo(IdlStruct, typename="rmw_dds_common::msg::dds_::ParticipantEntitiesInfo_"):
-    gid: Gid = field(default_factory=Gid)
-    node_entities_info_seq: t.sequence[NodeEntitiesInfo] = field(default_factory=list)
+ParticipantEntitiesInfo = r.ParticipantEntitiesInfo
+assert r.GID_SIZE == r.GID_SIZE_HUMBLE
 
 
 def main() -> None:

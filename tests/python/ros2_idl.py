@@ -275,11 +275,14 @@ class DiagnosticArray(IdlStruct, typename="diagnostic_msgs::msg::dds_::Diagnosti
 
 GID_SIZE_JAZZY = 16
 GID_SIZE_HUMBLE = 24
+# The layout this process speaks. Both layouts share one DDS type name, so a process can hold only
+# one of them: tests/python/humble_discovery.py sets ROS2_IDL_GID_SIZE=24 before importing this.
+GID_SIZE = int(os.environ.get("ROS2_IDL_GID_SIZE", GID_SIZE_JAZZY))
 
 
 @dataclass
 class Gid(IdlStruct, typename="rmw_dds_common::msg::dds_::Gid_"):
-    data: t.array[t.uint8, GID_SIZE_JAZZY] = field(default_factory=lambda: bytes(GID_SIZE_JAZZY))
+    data: t.array[t.uint8, GID_SIZE] = field(default_factory=lambda: bytes(GID_SIZE))
 
 
 @dataclass
