@@ -49,9 +49,7 @@ fn main() -> anyhow::Result<()> {
     };
     let settings = NodeSettings::from_args(Some("ros_bench"), None, &[], &env)?;
     let mut node = RosNode::start(settings)?;
-    let live = Arc::new(LiveSettings::default());
-    live.debug_image
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let live = Arc::new(LiveSettings::new(true, true, 4, true));
     let plan = PublishPlan {
         heads: names.clone(),
         calibration: Some(CameraCalibration::synthetic(640, 480)),

@@ -228,15 +228,12 @@ pub fn run_node(
         .into_iter()
         .map(|(n, _, c)| (n, c))
         .collect();
-    let live = Arc::new(LiveSettings::default());
-    live.debug_image
-        .store(cfg.debug_image, std::sync::atomic::Ordering::Relaxed);
-    live.points_enabled
-        .store(cfg.points_enabled, std::sync::atomic::Ordering::Relaxed);
-    live.points_stride
-        .store(cfg.points_stride, std::sync::atomic::Ordering::Relaxed);
-    live.points_rgb
-        .store(cfg.points_rgb, std::sync::atomic::Ordering::Relaxed);
+    let live = Arc::new(LiveSettings::new(
+        cfg.debug_image,
+        cfg.points_enabled,
+        cfg.points_stride,
+        cfg.points_rgb,
+    ));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
     // The ROS node, its parameter services and publishers.

@@ -494,9 +494,9 @@ impl ParamStore {
             .unwrap_or_default()
     }
 
-    /// Change one parameter: checks type, range and read-only, then applies it. `Err` is the
-    /// reason the set is rejected (the value stays as it was).
-    pub fn set(&self, name: &str, value: ParameterValue) -> Result<(), String> {
+    /// Whether `value` may be set at run time: declared, not read-only, right type, in range.
+    /// Returns the value as it would be stored, or the reason.
+    pub fn check(&self, name: &str, value: ParameterValue) -> Result<ParameterValue, String> {
         let spec = self
             .table
             .spec(name)
@@ -506,7 +506,13 @@ impl ParamStore {
                 "parameter {name} is read-only while the node runs; restart it with -p {name}:=VALUE"
             ));
         }
-        let value = self.table.check(name, value)?;
+        self.table.check(name, value)
+    }
+
+    /// Change one parameter: checks type, range and read-only, then applies it. `Err` is the
+    /// reason the set is rejected (the value stays as it was).
+    pub fn set(&self, name: &str, value: ParameterValue) -> Result<(), String> {
+        let value = self.check(name, value)?;
         (self.action)(name, &value)?;
         if let Ok(mut v) = self.values.lock() {
             v.insert(name.to_string(), value);

@@ -57,14 +57,27 @@ pub struct LiveSettings {
     pub points_rgb: AtomicBool,
 }
 
-impl Default for LiveSettings {
-    fn default() -> Self {
+impl LiveSettings {
+    /// Initial switches.
+    pub fn new(
+        debug_image: bool,
+        points_enabled: bool,
+        points_stride: usize,
+        points_rgb: bool,
+    ) -> Self {
         LiveSettings {
-            debug_image: AtomicBool::new(false),
-            points_enabled: AtomicBool::new(true),
-            points_stride: AtomicUsize::new(4),
-            points_rgb: AtomicBool::new(true),
+            debug_image: AtomicBool::new(debug_image),
+            points_enabled: AtomicBool::new(points_enabled),
+            points_stride: AtomicUsize::new(points_stride.max(1)),
+            points_rgb: AtomicBool::new(points_rgb),
         }
+    }
+}
+
+impl Default for LiveSettings {
+    /// The parameters' defaults: no debug image, points on, stride 4, coloured.
+    fn default() -> Self {
+        LiveSettings::new(false, true, 4, true)
     }
 }
 
@@ -380,8 +393,8 @@ impl Sink for RosSink {
         }
         let mut drawn = false;
         for out in &result.heads {
-            match (&out.output, out.head.as_str()) {
-                (HeadOutput::Detections(dets), _) => {
+            match &out.output {
+                HeadOutput::Detections(dets) => {
                     if let Some(p) = &self.detections {
                         publish(p, DETECTIONS, detection_array(&h, dets), &mut errors);
                     }
@@ -393,7 +406,7 @@ impl Sink for RosSink {
                         drawn = true;
                     }
                 }
-                (HeadOutput::Segmentation(map), _) => {
+                HeadOutput::Segmentation(map) => {
                     if let Some((ids, colour)) = &self.segmentation {
                         let m = Image::from_u8(
                             h.clone(),
@@ -415,7 +428,7 @@ impl Sink for RosSink {
                         publish(colour, SEGMENTATION_COLOR, c, &mut errors);
                     }
                 }
-                (HeadOutput::Depth(depth), _) => {
+                HeadOutput::Depth(depth) => {
                     if let Some(p) = &self.depth {
                         let img =
                             Image::from_f32(h.clone(), depth.width, depth.height, &depth.data);
@@ -438,7 +451,7 @@ impl Sink for RosSink {
                         }
                     }
                 }
-                (HeadOutput::Classification(labels), _) => {
+                HeadOutput::Classification(labels) => {
                     if let Some(p) = &self.classification {
                         let msg = Classification {
                             header: h.clone(),
@@ -453,7 +466,7 @@ impl Sink for RosSink {
                         publish(p, CLASSIFICATION, msg, &mut errors);
                     }
                 }
-                (HeadOutput::Anomaly(a), _) => {
+                HeadOutput::Anomaly(a) => {
                     if let Some((score, map)) = &self.anomaly {
                         publish(score, ANOMALY_SCORE, Float32 { data: a.score }, &mut errors);
                         let img =
@@ -461,7 +474,7 @@ impl Sink for RosSink {
                         publish(map, ANOMALY_MAP, img, &mut errors);
                     }
                 }
-                (HeadOutput::Pca(img), _) => {
+                HeadOutput::Pca(img) => {
                     if let Some(p) = &self.pca {
                         let msg = Image::from_u8(
                             h.clone(),

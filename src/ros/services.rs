@@ -510,28 +510,10 @@ impl ParameterServices {
             "SetParametersAtomically",
             endpoint(move |r: SetParametersRequest| {
                 // Check every parameter first, so either all change or none does.
-                let mut reason = None;
-                for p in &r.parameter {
-                    let spec = s.table().spec(&p.name);
-                    let check = match spec {
-                        None => Err(format!(
-                            "parameter {:?} is not declared by this node",
-                            p.name
-                        )),
-                        Some(sp) if sp.read_only => Err(format!(
-                            "parameter {} is read-only while the node runs",
-                            p.name
-                        )),
-                        Some(_) => s
-                            .table()
-                            .check(&p.name, ParameterValue::from(p.value.clone()))
-                            .map(|_| ()),
-                    };
-                    if let Err(e) = check {
-                        reason = Some(e);
-                        break;
-                    }
-                }
+                let reason = r.parameter.iter().find_map(|p| {
+                    s.check(&p.name, ParameterValue::from(p.value.clone()))
+                        .err()
+                });
                 let result = match reason {
                     Some(reason) => raw::SetParametersResult {
                         successful: false,
