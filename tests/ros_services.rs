@@ -133,7 +133,9 @@ fn stride(c: &mut Node, mapping: ServiceMapping) -> ParameterValue {
 }
 
 fn check_layout(mapping: ServiceMapping, client_name: &str, domain: u16) {
-    let _node = start_node(domain, &[]);
+    // No heads: every `heads.*` change then fails in its run-time action ("not loaded"),
+    // after its value passed the checks.
+    let _node = start_node(domain, &["--no-heads"]);
     let mut c = client_node(client_name, domain);
     let list: ListParametersResponse = call(
         &mut c,
@@ -258,6 +260,32 @@ fn check_layout(mapping: ServiceMapping, client_name: &str, domain: u16) {
     );
     assert!(
         !r.result.successful && r.result.reason.contains("wrong type"),
+        "{}",
+        r.result.reason
+    );
+    assert_eq!(stride(&mut c, mapping), ParameterValue::Integer(8));
+    // All or nothing includes the run-time actions: the values are fine, but the head is not
+    // loaded; the stride set before it in the request must not be applied either.
+    let r: SetParametersAtomicallyResponse = call(
+        &mut c,
+        mapping,
+        "set_parameters_atomically",
+        "SetParametersAtomically",
+        SetParametersRequest {
+            parameter: vec![
+                raw::Parameter {
+                    name: "points.stride".into(),
+                    value: ParameterValue::Integer(2).into(),
+                },
+                raw::Parameter {
+                    name: "heads.detection.enabled".into(),
+                    value: ParameterValue::Boolean(false).into(),
+                },
+            ],
+        },
+    );
+    assert!(
+        !r.result.successful && r.result.reason.contains("not loaded"),
         "{}",
         r.result.reason
     );

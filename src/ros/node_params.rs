@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::params::{
-    value_text, ParamError, ParamSpec, ParamTable, ParameterValue, Range, SetAction,
+    value_text, ApplyChange, ParamError, ParamSpec, ParamTable, ParameterValue, Range, SetAction,
 };
 use super::publish::LiveSettings;
 use crate::commands::{parse_input_size, RunOptions};
@@ -272,6 +272,8 @@ pub fn configure(
 }
 
 /// What a parameter change does while the node runs (read-only parameters never get here).
+/// The action only checks (is the head loaded? is the rate valid?) and returns the change;
+/// the parameter store applies it once every parameter of the request was accepted.
 pub fn set_action(
     controls: BTreeMap<String, Arc<HeadControl>>,
     live: Arc<LiveSettings>,
@@ -285,43 +287,47 @@ pub fn set_action(
                 )
             })
         };
-        match (name.split('.').collect::<Vec<_>>().as_slice(), value) {
-            (["heads", head, "enabled"], ParameterValue::Boolean(on)) => {
-                control(head)?.set_enabled(*on);
-                Ok(())
+        let live = live.clone();
+        let apply: ApplyChange = match (name.split('.').collect::<Vec<_>>().as_slice(), value) {
+            (["heads", head, "enabled"], &ParameterValue::Boolean(on)) => {
+                let control = control(head)?;
+                Box::new(move || control.set_enabled(on))
             }
-            (["heads", head, "rate_hz"], ParameterValue::Double(hz)) => {
-                control(head)?.set_rate_hz(*hz)
+            (["heads", head, "rate_hz"], &ParameterValue::Double(hz)) => {
+                let control = control(head)?;
+                // The same check as the real control's, on a throwaway one: nothing changes yet.
+                HeadControl::new().set_rate_hz(hz)?;
+                // Cannot fail: `hz` passed that very check just above.
+                Box::new(move || drop(control.set_rate_hz(hz)))
             }
-            ([head, setting], ParameterValue::Double(v))
+            ([head, setting], &ParameterValue::Double(v))
                 if HEAD_SETTINGS
                     .iter()
                     .any(|(h, s, _)| h == head && s == setting) =>
             {
-                control(head)?.request_setting(setting, *v);
-                Ok(())
+                let (control, setting) = (control(head)?, setting.to_string());
+                Box::new(move || control.request_setting(&setting, v))
             }
-            (["debug_image"], ParameterValue::Boolean(on)) => {
-                live.debug_image.store(*on, Ordering::Relaxed);
-                Ok(())
+            (["debug_image"], &ParameterValue::Boolean(on)) => {
+                Box::new(move || live.debug_image.store(on, Ordering::Relaxed))
             }
-            (["points", "enabled"], ParameterValue::Boolean(on)) => {
-                live.points_enabled.store(*on, Ordering::Relaxed);
-                Ok(())
+            (["points", "enabled"], &ParameterValue::Boolean(on)) => {
+                Box::new(move || live.points_enabled.store(on, Ordering::Relaxed))
             }
-            (["points", "rgb"], ParameterValue::Boolean(on)) => {
-                live.points_rgb.store(*on, Ordering::Relaxed);
-                Ok(())
+            (["points", "rgb"], &ParameterValue::Boolean(on)) => {
+                Box::new(move || live.points_rgb.store(on, Ordering::Relaxed))
             }
-            (["points", "stride"], ParameterValue::Integer(n)) => {
+            (["points", "stride"], &ParameterValue::Integer(n)) => Box::new(move || {
                 live.points_stride
-                    .store((*n).max(1) as usize, Ordering::Relaxed);
-                Ok(())
+                    .store(n.max(1) as usize, Ordering::Relaxed)
+            }),
+            _ => {
+                return Err(format!(
+                    "parameter {name} cannot change while the node runs"
+                ))
             }
-            _ => Err(format!(
-                "parameter {name} cannot change while the node runs"
-            )),
-        }
+        };
+        Ok(apply)
     })
 }
 
@@ -400,13 +406,17 @@ mod tests {
             BTreeMap::from([("detection".to_string(), det.clone())]),
             live.clone(),
         );
-        act("heads.detection.enabled", &ParameterValue::Boolean(false)).unwrap();
+        let apply = act("heads.detection.enabled", &ParameterValue::Boolean(false)).unwrap();
+        assert!(det.enabled(), "the action applied before it was told to");
+        apply();
         assert!(!det.enabled());
-        act("heads.detection.rate_hz", &ParameterValue::Double(2.0)).unwrap();
+        act("heads.detection.rate_hz", &ParameterValue::Double(2.0)).unwrap()();
         assert!((det.rate_hz() - 2.0).abs() < 1e-9);
-        act("points.stride", &ParameterValue::Integer(8)).unwrap();
+        act("points.stride", &ParameterValue::Integer(8)).unwrap()();
         assert_eq!(live.points_stride.load(Ordering::Relaxed), 8);
-        let e = act("heads.depth.enabled", &ParameterValue::Boolean(false)).unwrap_err();
+        let e = act("heads.depth.enabled", &ParameterValue::Boolean(false))
+            .err()
+            .unwrap();
         assert!(e.contains("not loaded"), "{e}");
     }
 }

@@ -439,8 +439,16 @@ pub fn load_params_file(
     Ok(out)
 }
 
-/// What happens when a parameter changes at run time: apply it, or say why not.
-pub type SetAction = Box<dyn Fn(&str, &ParameterValue) -> Result<(), String> + Send + Sync>;
+/// A checked parameter change, ready to take effect; applying it cannot fail.
+pub type ApplyChange = Box<dyn FnOnce() + Send>;
+
+/// What a parameter change does at run time, in two steps so that a set of changes is
+/// all-or-nothing: called with the checked value, the action decides whether the change can
+/// be applied now (e.g. the head it controls is loaded) WITHOUT changing anything, and returns
+/// either the change to apply or why it is rejected. [`ParamStore`] applies the returned
+/// changes only once every parameter of a request was accepted.
+pub type SetAction =
+    Box<dyn Fn(&str, &ParameterValue) -> Result<ApplyChange, String> + Send + Sync>;
 
 /// The node's parameters at run time: declarations, current values, and the action that applies
 /// a change. Shared by the parameter services.
@@ -512,10 +520,33 @@ impl ParamStore {
     /// Change one parameter: checks type, range and read-only, then applies it. `Err` is the
     /// reason the set is rejected (the value stays as it was).
     pub fn set(&self, name: &str, value: ParameterValue) -> Result<(), String> {
-        let value = self.check(name, value)?;
-        (self.action)(name, &value)?;
-        if let Ok(mut v) = self.values.lock() {
-            v.insert(name.to_string(), value);
+        self.set_all(vec![(name.to_string(), value)])
+    }
+
+    /// Change several parameters at once, all or nothing: every value is checked (type, range,
+    /// read-only) and every action asked whether it can apply the change before any change is
+    /// applied. `Err` is the reason of the first rejected parameter, prefixed with its name when
+    /// there are several; then nothing changed.
+    pub fn set_all(&self, changes: Vec<(String, ParameterValue)>) -> Result<(), String> {
+        // Held from the checks to the last store, so that concurrent sets cannot interleave.
+        let mut values = self.values.lock().map_err(|_| {
+            "the parameter store is unusable after a panic; restart the node".to_string()
+        })?;
+        let several = changes.len() > 1;
+        let mut ready = Vec::with_capacity(changes.len());
+        for (name, value) in changes {
+            let checked = self
+                .check(&name, value)
+                .and_then(|value| (self.action)(&name, &value).map(|apply| (value, apply)));
+            match checked {
+                Ok((value, apply)) => ready.push((name, value, apply)),
+                Err(reason) if several => return Err(format!("{name}: {reason}")),
+                Err(reason) => return Err(reason),
+            }
+        }
+        for (name, value, apply) in ready {
+            apply();
+            values.insert(name, value);
         }
         Ok(())
     }
@@ -611,7 +642,7 @@ mod tests {
             v,
             Box::new(|name, _| {
                 if name == "heads.detection.enabled" {
-                    Ok(())
+                    Ok(Box::new(|| {}))
                 } else {
                     Err("nope".into())
                 }

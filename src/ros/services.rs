@@ -399,6 +399,38 @@ fn set_one(store: &ParamStore, p: raw::Parameter, events: &Events) -> raw::SetPa
     }
 }
 
+/// `set_parameters_atomically`: every parameter changes, or none does (values checked and
+/// run-time actions asked before anything is applied, see [`ParamStore::set_all`]). `changed`
+/// is told the names that changed (for `/parameter_events`).
+fn set_atomically(
+    store: &ParamStore,
+    params: Vec<raw::Parameter>,
+    changed: &dyn Fn(&[String]),
+) -> raw::SetParametersResult {
+    let changes: Vec<(String, ParameterValue)> = params
+        .into_iter()
+        .map(|p| (p.name, ParameterValue::from(p.value)))
+        .collect();
+    let names: Vec<String> = changes.iter().map(|(n, _)| n.clone()).collect();
+    match store.set_all(changes) {
+        Ok(()) => {
+            changed(&names);
+            log::info!("parameters {} set atomically", names.join(", "));
+            raw::SetParametersResult {
+                successful: true,
+                reason: String::new(),
+            }
+        }
+        Err(reason) => {
+            log::warn!("parameters {} not set: {reason}", names.join(", "));
+            raw::SetParametersResult {
+                successful: false,
+                reason,
+            }
+        }
+    }
+}
+
 impl ParameterServices {
     /// Start serving `store` under the node's fully qualified name.
     pub fn start(node: &mut RosNode, store: Arc<ParamStore>) -> Result<Self, RosError> {
@@ -508,34 +540,11 @@ impl ParameterServices {
         add(
             "set_parameters_atomically",
             "SetParametersAtomically",
-            endpoint(move |r: SetParametersRequest| {
-                // Check every parameter first, so either all change or none does.
-                let reason = r.parameter.iter().find_map(|p| {
-                    s.check(&p.name, ParameterValue::from(p.value.clone()))
-                        .err()
-                });
-                let result = match reason {
-                    Some(reason) => raw::SetParametersResult {
-                        successful: false,
-                        reason,
-                    },
-                    None => {
-                        let results: Vec<_> = r
-                            .parameter
-                            .into_iter()
-                            .map(|p| set_one(&s, p, &events))
-                            .collect();
-                        match results.into_iter().find(|r| !r.successful) {
-                            Some(failed) => failed,
-                            None => raw::SetParametersResult {
-                                successful: true,
-                                reason: String::new(),
-                            },
-                        }
-                    }
-                };
-                SetParametersAtomicallyResponse { result }
-            }),
+            endpoint(
+                move |r: SetParametersRequest| SetParametersAtomicallyResponse {
+                    result: set_atomically(&s, r.parameter, &|names| events.changed(&s, names)),
+                },
+            ),
         )?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -721,6 +730,79 @@ mod tests {
             encoding: RepresentationIdentifier::CDR_LE,
         };
         assert!(decode_request::<ListParametersRequest>(&garbage, None, writer, seq).is_err());
+    }
+
+    /// A store with two live parameters whose action fails for a head that is not loaded, and
+    /// records what it applied.
+    fn store_with_unloaded_head() -> (ParamStore, Arc<std::sync::Mutex<Vec<String>>>) {
+        use super::super::params::{ParamSpec, ParamTable};
+        let table = ParamTable::new(vec![
+            ParamSpec::new("points.stride", ParameterValue::Integer(4), "s")
+                .range(Range::Integer { from: 1, to: 64 }),
+            ParamSpec::new("heads.depth.enabled", ParameterValue::Boolean(true), "on"),
+        ]);
+        let values = table.resolve(&[], &[], "n", "/").unwrap();
+        let applied = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = applied.clone();
+        let store = ParamStore::new(
+            table,
+            values,
+            Box::new(move |name: &str, _value: &ParameterValue| {
+                if name.starts_with("heads.depth.") {
+                    return Err("head depth is not loaded (loaded: detection)".to_string());
+                }
+                let (log, name) = (log.clone(), name.to_string());
+                Ok(Box::new(move || log.lock().unwrap().push(name)))
+            }),
+        );
+        (store, applied)
+    }
+
+    fn param(name: &str, value: ParameterValue) -> raw::Parameter {
+        raw::Parameter {
+            name: name.into(),
+            value: raw::ParameterValue::from(value),
+        }
+    }
+
+    #[test]
+    fn atomic_set_applies_nothing_when_an_action_fails() {
+        let (store, applied) = store_with_unloaded_head();
+        let events = std::sync::Mutex::new(Vec::<String>::new());
+        let result = set_atomically(
+            &store,
+            vec![
+                param("points.stride", ParameterValue::Integer(8)),
+                param("heads.depth.enabled", ParameterValue::Boolean(false)),
+            ],
+            &|names| events.lock().unwrap().extend(names.iter().cloned()),
+        );
+        assert!(!result.successful);
+        assert!(result.reason.contains("not loaded"), "{}", result.reason);
+        assert_eq!(
+            store.get("points.stride"),
+            ParameterValue::Integer(4),
+            "a failed atomic set left an earlier parameter changed"
+        );
+        assert!(
+            applied.lock().unwrap().is_empty(),
+            "actions ran for a rejected atomic set: {:?}",
+            applied.lock().unwrap()
+        );
+        assert!(
+            events.lock().unwrap().is_empty(),
+            "a parameter event for nothing"
+        );
+        // Without the failing item both apply, and one event names each.
+        let ok = set_atomically(
+            &store,
+            vec![param("points.stride", ParameterValue::Integer(8))],
+            &|names| events.lock().unwrap().extend(names.iter().cloned()),
+        );
+        assert!(ok.successful, "{}", ok.reason);
+        assert_eq!(store.get("points.stride"), ParameterValue::Integer(8));
+        assert_eq!(*applied.lock().unwrap(), ["points.stride"]);
+        assert_eq!(*events.lock().unwrap(), ["points.stride"]);
     }
 
     #[test]
