@@ -14,8 +14,8 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::node::{RosError, RosNode, TopicQos};
 use super::params::{ParamStore, Range};
+use crate::telemetry::RateLimit;
 
 /// A sample as bytes, with its CDR byte order.
 #[derive(Debug, Clone)]
@@ -250,10 +251,47 @@ impl Endpoint {
     }
 }
 
+/// How often a malformed request is warned about (the others are counted).
+const MALFORMED_WARN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Requests that decode in neither layout: counted, and warned about at a limited rate (a
+/// misbehaving or hostile client must not flood the log and /rosout).
+#[derive(Debug)]
+struct MalformedRequests {
+    count: AtomicU64,
+    warn: Mutex<RateLimit>,
+}
+
+impl MalformedRequests {
+    fn new(interval: Duration) -> Self {
+        MalformedRequests {
+            count: AtomicU64::new(0),
+            warn: Mutex::new(RateLimit::new(interval)),
+        }
+    }
+
+    /// Count one malformed request, and warn if the rate limit allows.
+    fn note(&self, from: GUID, reason: &str) {
+        let total = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let allowed = self.warn.lock().ok().and_then(|mut w| w.allow());
+        if let Some(suppressed) = allowed {
+            log::warn!(
+                "malformed parameter service request from {from:?} dropped: {reason} \
+                 ({suppressed} more suppressed since the last warning, {total} in all)"
+            );
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
 /// The running parameter services.
 pub struct ParameterServices {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    malformed: Arc<MalformedRequests>,
 }
 
 impl std::fmt::Debug for ParameterServices {
@@ -432,6 +470,11 @@ fn set_atomically(
 }
 
 impl ParameterServices {
+    /// Requests dropped so far because they decode in neither request layout.
+    pub fn malformed_requests(&self) -> u64 {
+        self.malformed.count()
+    }
+
     /// Start serving `store` under the node's fully qualified name.
     pub fn start(node: &mut RosNode, store: Arc<ParamStore>) -> Result<Self, RosError> {
         let events = Arc::new(Events {
@@ -449,6 +492,7 @@ impl ParameterServices {
             .create_publisher(&qos)
             .map_err(|e| dds("creating the service publisher", &e))?;
 
+        let malformed = Arc::new(MalformedRequests::new(MALFORMED_WARN_INTERVAL));
         let mut endpoints: Vec<Endpoint> = Vec::new();
         let mut add = |service: &'static str, type_name: &'static str, handle: Handler| {
             let req_topic = dp
@@ -488,63 +532,69 @@ impl ParameterServices {
         add(
             "list_parameters",
             "ListParameters",
-            endpoint(move |r: ListParametersRequest| ListParametersResponse {
-                result: list(&s, &r.prefixes, r.depth),
+            endpoint(&malformed, move |r: ListParametersRequest| {
+                ListParametersResponse {
+                    result: list(&s, &r.prefixes, r.depth),
+                }
             }),
         )?;
         let s = store.clone();
         add(
             "get_parameters",
             "GetParameters",
-            endpoint(move |r: GetParametersRequest| GetParametersResponse {
-                values: r
-                    .names
-                    .iter()
-                    .map(|n| raw::ParameterValue::from(s.get(n)))
-                    .collect(),
+            endpoint(&malformed, move |r: GetParametersRequest| {
+                GetParametersResponse {
+                    values: r
+                        .names
+                        .iter()
+                        .map(|n| raw::ParameterValue::from(s.get(n)))
+                        .collect(),
+                }
             }),
         )?;
         let s = store.clone();
         add(
             "get_parameter_types",
             "GetParameterTypes",
-            endpoint(
-                move |r: GetParameterTypesRequest| GetParameterTypesResponse {
+            endpoint(&malformed, move |r: GetParameterTypesRequest| {
+                GetParameterTypesResponse {
                     values: r.names.iter().map(|n| value_type(&s.get(n))).collect(),
-                },
-            ),
+                }
+            }),
         )?;
         let s = store.clone();
         add(
             "describe_parameters",
             "DescribeParameters",
-            endpoint(
-                move |r: DescribeParametersRequest| DescribeParametersResponse {
+            endpoint(&malformed, move |r: DescribeParametersRequest| {
+                DescribeParametersResponse {
                     values: r.names.iter().map(|n| descriptor(&s, n)).collect(),
-                },
-            ),
+                }
+            }),
         )?;
         let (s, ev) = (store.clone(), events.clone());
         add(
             "set_parameters",
             "SetParameters",
-            endpoint(move |r: SetParametersRequest| SetParametersResponse {
-                results: r
-                    .parameter
-                    .into_iter()
-                    .map(|p| set_one(&s, p, &ev))
-                    .collect(),
+            endpoint(&malformed, move |r: SetParametersRequest| {
+                SetParametersResponse {
+                    results: r
+                        .parameter
+                        .into_iter()
+                        .map(|p| set_one(&s, p, &ev))
+                        .collect(),
+                }
             }),
         )?;
         let s = store;
         add(
             "set_parameters_atomically",
             "SetParametersAtomically",
-            endpoint(
-                move |r: SetParametersRequest| SetParametersAtomicallyResponse {
+            endpoint(&malformed, move |r: SetParametersRequest| {
+                SetParametersAtomicallyResponse {
                     result: set_atomically(&s, r.parameter, &|names| events.changed(&s, names)),
-                },
-            ),
+                }
+            }),
         )?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -557,26 +607,29 @@ impl ParameterServices {
         Ok(ParameterServices {
             stop,
             thread: Some(thread),
+            malformed,
         })
     }
 }
 
 /// A handler from a typed request -> response function: tells the layout apart, decodes,
-/// answers, encodes the reply in the same layout. A malformed request is logged and dropped.
-fn endpoint<Req, Resp>(f: impl Fn(Req) -> Resp + Send + 'static) -> Handler
+/// answers, encodes the reply in the same layout. A malformed request is counted in
+/// `malformed` (warned about at a limited rate) and dropped.
+fn endpoint<Req, Resp>(
+    malformed: &Arc<MalformedRequests>,
+    f: impl Fn(Req) -> Resp + Send + 'static,
+) -> Handler
 where
     Req: DeserializeOwned,
     Resp: Serialize,
 {
+    let malformed = malformed.clone();
     Box::new(move |sample: &RawSample, info: &RequestInfo| {
         let (layout, req) =
             match decode_request::<Req>(sample, info.related, info.writer, info.sequence) {
                 Ok(x) => x,
                 Err(e) => {
-                    log::warn!(
-                        "parameter service request from {:?} dropped: {e}",
-                        info.writer
-                    );
+                    malformed.note(info.writer, &e);
                     return None;
                 }
             };
@@ -803,6 +856,48 @@ mod tests {
         assert_eq!(store.get("points.stride"), ParameterValue::Integer(8));
         assert_eq!(*applied.lock().unwrap(), ["points.stride"]);
         assert_eq!(*events.lock().unwrap(), ["points.stride"]);
+    }
+
+    #[test]
+    fn a_flood_of_malformed_requests_is_warned_about_at_a_limited_rate() {
+        use std::sync::atomic::AtomicUsize;
+        // Count this module's warnings through the log hook (the /rosout path).
+        crate::telemetry::init_logging("warn");
+        let warnings = Arc::new(AtomicUsize::new(0));
+        let seen = warnings.clone();
+        crate::telemetry::set_log_hook(Some(Box::new(move |r: &log::Record| {
+            if r.target() == "dinov3_perception::ros::services"
+                && r.args().to_string().contains("malformed")
+            {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+        })));
+        let malformed = Arc::new(MalformedRequests::new(Duration::from_secs(3600)));
+        let handler = endpoint(&malformed, |r: ListParametersRequest| {
+            ListParametersResponse {
+                result: ListParametersResult {
+                    names: r.prefixes,
+                    prefixes: vec![],
+                },
+            }
+        });
+        let garbage = RawSample {
+            bytes: vec![0xff; 5],
+            encoding: RepresentationIdentifier::CDR_LE,
+        };
+        let info = RequestInfo {
+            related: None,
+            writer: GUID::from_bytes([7; 16]),
+            sequence: SequenceNumber::from(1),
+        };
+        const FLOOD: usize = 1000;
+        for _ in 0..FLOOD {
+            assert!(handler(&garbage, &info).is_none(), "garbage was answered");
+        }
+        crate::telemetry::set_log_hook(None);
+        let n = warnings.load(Ordering::SeqCst);
+        assert_eq!(n, 1, "{FLOOD} malformed requests gave {n} warnings");
+        assert_eq!(malformed.count(), FLOOD as u64, "every one is counted");
     }
 
     #[test]
