@@ -4,8 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender, TrySendError};
 
 use ros2_client::qos::{Durability, History, QosProfile, Reliability, WhenFull};
 use ros2_client::{Context, MessageTypeName, Name, Node, NodeName, NodeOptions, Publisher};
@@ -260,6 +264,151 @@ impl NodeSettings {
     }
 }
 
+/// One log record on its way to /rosout.
+#[derive(Debug, Clone)]
+pub struct RosoutLine {
+    /// When it was logged.
+    pub stamp: ros2_client::builtin_interfaces::Time,
+    /// Severity.
+    pub level: ros2_client::log::LogLevel,
+    /// Logger name (the node's fully qualified name, dots for slashes).
+    pub logger: String,
+    /// The message.
+    pub message: String,
+    /// Source file.
+    pub file: String,
+    /// Module path.
+    pub function: String,
+    /// Source line.
+    pub line: u32,
+}
+
+/// Log lines that may wait for the /rosout publisher; more are dropped (and counted).
+pub const ROSOUT_QUEUE: usize = 256;
+
+/// How long closing the queue keeps publishing the lines still in it.
+const ROSOUT_DRAIN: Duration = Duration::from_secs(1);
+
+/// The logging side of a [`RosoutQueue`]: never blocks, drops a line when the queue is full.
+#[derive(Debug, Clone)]
+pub struct RosoutSender {
+    tx: Sender<RosoutLine>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl RosoutSender {
+    /// Queue `line` for the publisher thread; `false` if it was dropped (queue full or closed).
+    pub fn push(&self, line: RosoutLine) -> bool {
+        match self.tx.try_send(line) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// /rosout behind a bounded queue drained by its own thread, so that a log call (on the
+/// inference thread, say) never waits for DDS: publishing a reliable topic can block while a
+/// reader is slow or gone.
+#[derive(Debug)]
+pub struct RosoutQueue {
+    dropped: Arc<AtomicU64>,
+    closing: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RosoutQueue {
+    /// A queue of `capacity` lines whose thread hands each line to `publish`, and the sender
+    /// that feeds it. The thread ends once every sender is gone and the queue is drained (or
+    /// [`RosoutQueue::close`] gave up waiting).
+    pub fn start(
+        capacity: usize,
+        mut publish: impl FnMut(RosoutLine) + Send + 'static,
+    ) -> std::io::Result<(RosoutQueue, RosoutSender)> {
+        let (tx, rx) = bounded::<RosoutLine>(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let closing = Arc::new(AtomicBool::new(false));
+        let (late, stop) = (dropped.clone(), closing.clone());
+        let thread = std::thread::Builder::new()
+            .name("ros-rosout".into())
+            .spawn(move || {
+                let mut deadline = None;
+                loop {
+                    let line = match rx.recv_timeout(Duration::from_millis(100)) {
+                        Ok(line) => line,
+                        // Closing and nothing queued: done even if a sender is still around.
+                        Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => return,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    };
+                    if stop.load(Ordering::Relaxed) {
+                        let end = *deadline.get_or_insert_with(|| Instant::now() + ROSOUT_DRAIN);
+                        if Instant::now() >= end {
+                            // Closing took too long: count what is left as dropped.
+                            late.fetch_add(1 + rx.try_iter().count() as u64, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                    publish(line);
+                }
+            })?;
+        Ok((
+            RosoutQueue {
+                dropped: dropped.clone(),
+                closing,
+                thread: Some(thread),
+            },
+            RosoutSender { tx, dropped },
+        ))
+    }
+
+    /// Lines dropped so far because the queue was full (or closing took too long).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stop the thread once it has published what is queued (for at most [`ROSOUT_DRAIN`]),
+    /// and wait for it. Remove the log hook (the sender) first, or lines logged meanwhile may
+    /// be lost.
+    pub fn close(&mut self) {
+        self.closing.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RosoutQueue {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The log hook that queues this crate's records for /rosout on `sender` (never blocks).
+fn rosout_hook(logger: String, sender: RosoutSender) -> crate::telemetry::LogHook {
+    Box::new(move |record: &log::Record| {
+        use ros2_client::log::LogLevel;
+        let level = match record.level() {
+            log::Level::Error => LogLevel::Error,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Debug | log::Level::Trace => LogLevel::Debug,
+        };
+        sender.push(RosoutLine {
+            stamp: ros2_client::builtin_interfaces::Time::now(),
+            level,
+            logger: logger.clone(),
+            message: record.args().to_string(),
+            file: record.file().unwrap_or_default().to_string(),
+            function: record.module_path().unwrap_or_default().to_string(),
+            line: record.line().unwrap_or_default(),
+        });
+    })
+}
+
 /// A running node: DDS participant, ROS node, spinner thread.
 pub struct RosNode {
     settings: NodeSettings,
@@ -267,6 +416,8 @@ pub struct RosNode {
     /// `None` only while dropping (dropping the Node stops its spinner).
     node: Option<Node>,
     spinner: Option<JoinHandle<()>>,
+    /// /rosout's queue and thread (`None` only while dropping).
+    rosout: Option<RosoutQueue>,
 }
 
 impl std::fmt::Debug for RosNode {
@@ -314,25 +465,20 @@ impl RosNode {
             .fully_qualified_name()
             .trim_start_matches('/')
             .replace('/', ".");
-        crate::telemetry::set_log_hook(Some(Box::new(move |record: &log::Record| {
-            use ros2_client::log::LogLevel;
+        let (rosout_queue, sender) = RosoutQueue::start(ROSOUT_QUEUE, move |l: RosoutLine| {
             use ros2_client::RosoutRaw;
-            let level = match record.level() {
-                log::Level::Error => LogLevel::Error,
-                log::Level::Warn => LogLevel::Warn,
-                log::Level::Info => LogLevel::Info,
-                log::Level::Debug | log::Level::Trace => LogLevel::Debug,
-            };
             rosout.rosout_raw(
-                ros2_client::builtin_interfaces::Time::now(),
-                level,
-                &logger_name,
-                &record.args().to_string(),
-                record.file().unwrap_or_default(),
-                record.module_path().unwrap_or_default(),
-                record.line().unwrap_or_default(),
-            );
-        })));
+                l.stamp,
+                l.level,
+                &l.logger,
+                &l.message,
+                &l.file,
+                &l.function,
+                l.line,
+            )
+        })
+        .map_err(dds("starting the /rosout thread"))?;
+        crate::telemetry::set_log_hook(Some(rosout_hook(logger_name, sender)));
         let spinner = node.spinner().map_err(dds("creating the spinner"))?;
         let handle = std::thread::Builder::new()
             .name("ros-spinner".into())
@@ -358,7 +504,13 @@ impl RosNode {
             context,
             node: Some(node),
             spinner: Some(handle),
+            rosout: Some(rosout_queue),
         })
+    }
+
+    /// Log lines not sent to /rosout because its queue was full.
+    pub fn rosout_dropped(&self) -> u64 {
+        self.rosout.as_ref().map_or(0, RosoutQueue::dropped)
     }
 
     /// The settings the node runs with.
@@ -425,7 +577,11 @@ impl RosNode {
 
 impl Drop for RosNode {
     fn drop(&mut self) {
+        // Removing the hook drops the /rosout sender: its thread publishes what is queued, ends.
         crate::telemetry::set_log_hook(None);
+        if let Some(mut q) = self.rosout.take() {
+            q.close();
+        }
         // Dropping the Node stops its spinner.
         drop(self.node.take());
         if let Some(h) = self.spinner.take() {
@@ -483,6 +639,76 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains("ROS_DOMAIN_ID"), "{e}");
         }
+    }
+
+    fn record_through(hook: &crate::telemetry::LogHook, i: usize) {
+        hook(
+            &log::Record::builder()
+                .args(format_args!("line {i}"))
+                .level(log::Level::Warn)
+                .target("dinov3_perception::test")
+                .build(),
+        );
+    }
+
+    #[test]
+    fn logging_never_waits_for_a_blocked_rosout_publisher() {
+        use std::sync::Mutex;
+        // The publisher blocks (up to 100 ms a line) until the gate is opened (dropped).
+        let (gate, gate_rx) = crossbeam_channel::bounded::<()>(0);
+        let published = Arc::new(Mutex::new(Vec::<String>::new()));
+        let out = published.clone();
+        const CAPACITY: usize = 8;
+        let (mut queue, sender) = RosoutQueue::start(CAPACITY, move |l: RosoutLine| {
+            let _ = gate_rx.recv_timeout(Duration::from_millis(100));
+            out.lock().unwrap().push(l.message);
+        })
+        .unwrap();
+        let hook = rosout_hook("node".into(), sender);
+        const N: usize = 200;
+        let t = Instant::now();
+        for i in 0..N {
+            record_through(&hook, i);
+        }
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "{N} log calls took {took:?} with the /rosout publisher blocked"
+        );
+        // The queue holds CAPACITY lines and the publisher one or a few (one per 100 ms at
+        // most while blocked): the rest were dropped and counted.
+        let in_flight = 1 + (took.as_millis() / 100) as usize;
+        let dropped = queue.dropped() as usize;
+        assert!(
+            (N - CAPACITY - in_flight..=N - CAPACITY).contains(&dropped),
+            "dropped {dropped} of {N} (queue {CAPACITY})"
+        );
+        // Open the gate: every queued line arrives, in order.
+        drop(gate);
+        let wait = |n: usize| {
+            let t = Instant::now();
+            while published.lock().unwrap().len() < n && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            published.lock().unwrap().clone()
+        };
+        let got = wait(N - dropped);
+        assert_eq!(got.len(), N - dropped);
+        assert_eq!(got[0], "line 0");
+        // Not full: nothing more is dropped and the lines arrive.
+        for i in N..N + 5 {
+            record_through(&hook, i);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let got = wait(N - dropped + 5);
+        assert_eq!(
+            &got[got.len() - 5..],
+            ["line 200", "line 201", "line 202", "line 203", "line 204"]
+        );
+        assert_eq!(queue.dropped() as usize, dropped);
+        // Removing the hook (the sender) lets the thread end.
+        drop(hook);
+        queue.close();
     }
 
     #[test]
