@@ -14,11 +14,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 
 use crate::backend::{BackboneOutputs, BackendError, InputTensor, PreparedModel, Session};
 use crate::features::{Features, FeaturesError};
@@ -370,26 +370,55 @@ pub struct PipelineReport {
 #[derive(Debug, Clone)]
 pub struct LatestSender<T> {
     tx: Sender<T>,
+    /// The sender's own receiver, to evict a waiting item (it keeps the channel connected, so
+    /// whether anyone else still receives is told by `receivers`).
     rx: Receiver<T>,
+    /// Alive while any [`LatestReceiver`] is.
+    receivers: Weak<()>,
     dropped: Arc<AtomicU64>,
 }
 
+/// The receiving half of a [`latest_wins`] queue. Once every clone is dropped, the sender's
+/// `send` fails, so the producer learns that nobody takes its items any more.
+#[derive(Debug, Clone)]
+pub struct LatestReceiver<T> {
+    rx: Receiver<T>,
+    _alive: Arc<()>,
+}
+
+impl<T> LatestReceiver<T> {
+    /// Wait up to `timeout` for an item.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.rx.recv_timeout(timeout)
+    }
+
+    /// The waiting item, if any.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.rx.try_recv()
+    }
+}
+
 /// A capacity-1 queue whose sender replaces an item not yet taken (counting the drop).
-pub fn latest_wins<T>() -> (LatestSender<T>, Receiver<T>) {
+pub fn latest_wins<T>() -> (LatestSender<T>, LatestReceiver<T>) {
     let (tx, rx) = bounded(1);
+    let alive = Arc::new(());
     (
         LatestSender {
             tx,
             rx: rx.clone(),
+            receivers: Arc::downgrade(&alive),
             dropped: Arc::new(AtomicU64::new(0)),
         },
-        rx,
+        LatestReceiver { rx, _alive: alive },
     )
 }
 
 impl<T> LatestSender<T> {
     /// Offer `item`, replacing a waiting one. `Err(item)` if every receiver is gone.
     pub fn send(&self, item: T) -> Result<(), T> {
+        if self.receivers.strong_count() == 0 {
+            return Err(item);
+        }
         let mut item = item;
         loop {
             match self.tx.try_send(item) {
@@ -426,6 +455,17 @@ struct Shared {
 }
 
 impl Shared {
+    fn new() -> Self {
+        Shared {
+            timings: Mutex::new(StageTimings::default()),
+            window: Mutex::new(StageTimings::default()),
+            captured: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            source: Mutex::new(SourceStats::default()),
+        }
+    }
+
     fn record(&self, stage: &str, d: Duration) {
         if let Ok(mut t) = self.timings.lock() {
             t.record(stage, d);
@@ -442,6 +482,47 @@ struct SinkLane {
     drops: Arc<AtomicU64>,
 }
 
+/// The capture thread: frames from `source` into the newest-wins queue until the source ends
+/// or fails, `stop` is set, or the inference side is gone (every receiver dropped). Stops the
+/// source; returns its counters and the failure that ended it, if any.
+fn capture(
+    mut source: Box<dyn FrameSource>,
+    frame_tx: &LatestSender<(Frame, Instant)>,
+    shared: &Shared,
+    stop: &AtomicBool,
+) -> (SourceStats, Option<SourceError>) {
+    let mut error = None;
+    while !stop.load(Ordering::SeqCst) {
+        let t = Instant::now();
+        let next = source.next_frame();
+        if let Ok(mut s) = shared.source.lock() {
+            *s = source.stats();
+        }
+        match next {
+            Ok(Some(frame)) => {
+                shared.record("capture", t.elapsed());
+                shared.captured.fetch_add(1, Ordering::Relaxed);
+                log::trace!("captured frame {}", frame.seq);
+                if frame_tx.send((frame, Instant::now())).is_err() {
+                    log::debug!("inference is gone; capture stops");
+                    break;
+                }
+            }
+            Ok(None) => {
+                log::info!("source {} ended", source.describe());
+                break;
+            }
+            Err(e) => {
+                // Returned in the report (the caller reports it), not logged here.
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    source.stop();
+    (source.stats(), error)
+}
+
 /// Run the pipeline until the source ends, `max_frames` are processed or `stop` is set.
 /// `on_status` is called from the calling thread every `status_interval`.
 pub fn run(
@@ -456,14 +537,7 @@ pub fn run(
     source.start()?;
     log::info!("source {} started", source.describe());
     let started = Instant::now();
-    let shared = Arc::new(Shared {
-        timings: Mutex::new(StageTimings::default()),
-        window: Mutex::new(StageTimings::default()),
-        captured: AtomicU64::new(0),
-        processed: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        source: Mutex::new(SourceStats::default()),
-    });
+    let shared = Arc::new(Shared::new());
     let passes = inference.backbone_passes();
     let (frame_tx, frame_rx) = latest_wins::<(Frame, Instant)>();
     let dropped = frame_tx.drop_counter();
@@ -526,37 +600,7 @@ pub fn run(
         let stop = stop.clone();
         thread::Builder::new()
             .name("capture".into())
-            .spawn(move || {
-                let mut error = None;
-                while !stop.load(Ordering::SeqCst) {
-                    let t = Instant::now();
-                    let next = source.next_frame();
-                    if let Ok(mut s) = shared.source.lock() {
-                        *s = source.stats();
-                    }
-                    match next {
-                        Ok(Some(frame)) => {
-                            shared.record("capture", t.elapsed());
-                            shared.captured.fetch_add(1, Ordering::Relaxed);
-                            log::trace!("captured frame {}", frame.seq);
-                            if frame_tx.send((frame, Instant::now())).is_err() {
-                                break;
-                            }
-                        }
-                        Ok(None) => {
-                            log::info!("source {} ended", source.describe());
-                            break;
-                        }
-                        Err(e) => {
-                            // Returned in the report (the caller reports it), not logged here.
-                            error = Some(e);
-                            break;
-                        }
-                    }
-                }
-                source.stop();
-                (source.stats(), error)
-            })
+            .spawn(move || capture(source, &frame_tx, &shared, &stop))
             .map_err(|error| PipelineError::Spawn {
                 thread: "capture",
                 error,
@@ -710,11 +754,74 @@ mod tests {
     #[test]
     fn sender_reports_gone_receiver() {
         let (tx, rx) = latest_wins::<u32>();
+        let other = rx.clone();
         drop(rx);
-        // The sender keeps its own receiver clone to evict stale items, so the queue stays
-        // connected; it still never blocks.
+        // One receiver is left: sends go through (replacing the waiting item).
         assert!(tx.send(1).is_ok());
         assert!(tx.send(2).is_ok());
         assert_eq!(tx.dropped(), 1);
+        drop(other);
+        // Every receiver is gone: the item comes back and nothing is counted as dropped.
+        assert_eq!(tx.send(3), Err(3));
+        assert_eq!(tx.dropped(), 1);
+    }
+
+    /// Endless 2x2 frames (up to a safety limit), counting how many were asked for.
+    struct CountingSource {
+        pulled: u64,
+        stopped: bool,
+    }
+
+    impl FrameSource for CountingSource {
+        fn describe(&self) -> String {
+            "counting".into()
+        }
+        fn start(&mut self) -> Result<(), SourceError> {
+            Ok(())
+        }
+        fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+            if self.pulled >= 1000 {
+                return Ok(None);
+            }
+            self.pulled += 1;
+            Ok(Some(Frame {
+                width: 2,
+                height: 2,
+                rgb: vec![0; 12],
+                stamp: crate::frame::SystemClock.now(),
+                seq: self.pulled,
+                frame_id: "camera".into(),
+                ground_truth: None,
+            }))
+        }
+        fn stop(&mut self) {
+            self.stopped = true;
+        }
+        fn stats(&self) -> SourceStats {
+            SourceStats {
+                frames: self.pulled,
+                ..SourceStats::default()
+            }
+        }
+    }
+
+    #[test]
+    fn capture_stops_when_inference_is_gone() {
+        let (tx, rx) = latest_wins::<(Frame, Instant)>();
+        drop(rx);
+        let shared = Shared::new();
+        // `stop` is never set: only the gone receiver can end the capture before the source's
+        // safety limit.
+        let stop = AtomicBool::new(false);
+        let source = CountingSource {
+            pulled: 0,
+            stopped: false,
+        };
+        let (stats, error) = capture(Box::new(source), &tx, &shared, &stop);
+        assert!(error.is_none());
+        assert_eq!(
+            stats.frames, 1,
+            "capture went on pulling frames nobody takes"
+        );
     }
 }
