@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,10 +13,11 @@ use dinov3_perception::backend::tract::TractBackend;
 use dinov3_perception::backend::Backend;
 use dinov3_perception::frame::{Clock, Frame, SystemClock};
 use dinov3_perception::pipeline::{
-    self, FrameResult, InferenceStage, PipelineOptions, PipelineReport, Sink, SinkError,
+    self, FrameResult, InferenceStage, PipelineOptions, PipelineReport, Sink, SinkError, Status,
 };
 use dinov3_perception::preprocess::ResizeMode;
 use dinov3_perception::source::{FrameSource, SourceError, SourceStats};
+use dinov3_perception::telemetry::StageTimings;
 use dinov3_perception::BackboneModel;
 
 /// Delivers copies of one 640x480 frame as fast as asked, optionally failing after `fail_after`.
@@ -307,12 +309,144 @@ fn a_failing_source_ends_the_run_with_its_error() {
     );
 }
 
+/// The values of a status line, parsed back.
+#[derive(Debug, PartialEq)]
+struct ParsedStatus {
+    fps: f64,
+    processed: u64,
+    dropped: u64,
+    sink_drops: u64,
+    /// (stage, (p50, p99) in ms), in line order.
+    stages: Vec<(String, (f64, f64))>,
+}
+
+impl ParsedStatus {
+    fn stage(&self, name: &str) -> (f64, f64) {
+        self.stages
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("stage {name} missing: {self:?}"))
+    }
+}
+
+/// Parse `<fps> fps | frames <n> processed, <n> dropped, <n> sink drops | p50/p99 ms: <stage>
+/// <p50>/<p99> ...`, panicking with the line if it does not have that shape.
+fn parse_status(line: &str) -> ParsedStatus {
+    let bad = |what: &str| -> ! { panic!("status line: {what} in {line:?}") };
+    let parts: Vec<&str> = line.split(" | ").collect();
+    let [fps, frames, stages] = parts.as_slice() else {
+        bad("not three |-separated parts")
+    };
+    let fps = fps
+        .strip_suffix(" fps")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| bad("no fps"));
+    let words: Vec<&str> = frames.split_whitespace().collect();
+    let ["frames", processed, "processed,", dropped, "dropped,", sink_drops, "sink", "drops"] =
+        words.as_slice()
+    else {
+        bad("no frame counts")
+    };
+    let count = |v: &str| {
+        v.parse::<u64>()
+            .unwrap_or_else(|_| bad("a count is not a number"))
+    };
+    let stages = stages
+        .strip_prefix("p50/p99 ms:")
+        .unwrap_or_else(|| bad("no stage percentiles"));
+    let tokens: Vec<&str> = stages.split_whitespace().collect();
+    if tokens.len() % 2 != 0 {
+        bad("a stage without percentiles");
+    }
+    let stages = tokens
+        .chunks(2)
+        .map(|pair| {
+            let (p50, p99) = pair[1].split_once('/').unwrap_or_else(|| bad("no p50/p99"));
+            let ms = |v: &str| {
+                v.parse::<f64>()
+                    .unwrap_or_else(|_| bad("a percentile is not a number"))
+            };
+            (pair[0].to_string(), (ms(p50), ms(p99)))
+        })
+        .collect();
+    ParsedStatus {
+        fps,
+        processed: count(processed),
+        dropped: count(dropped),
+        sink_drops: count(sink_drops),
+        stages,
+    }
+}
+
+/// The line of a status built from known values reports exactly those values.
 #[test]
 fn status_lines_report_fps_stages_and_drops() {
-    let mut lines = Vec::new();
+    let mut timings = StageTimings::default();
+    for ms in 1..=100u64 {
+        timings.record("capture", Duration::from_millis(ms));
+        timings.record("backbone", Duration::from_millis(20));
+        timings.record("e2e", Duration::from_millis(100 + ms));
+    }
+    timings.record("preprocess", Duration::from_micros(2500));
+    let status = Status {
+        elapsed: Duration::from_secs(4),
+        fps: 12.34,
+        captured: 50,
+        processed: 40,
+        dropped: 7,
+        sink_drops: BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 3)]),
+        timings,
+        source: SourceStats::default(),
+    };
+    let parsed = parse_status(&status.line());
+    assert_eq!(
+        (
+            parsed.fps,
+            parsed.processed,
+            parsed.dropped,
+            parsed.sink_drops
+        ),
+        (12.3, 40, 7, 5),
+        "{}",
+        status.line()
+    );
+    // Stages in pipeline order; percentiles within the histogram's 2 significant digits (1%)
+    // and the line's 0.1 ms.
+    let names: Vec<&str> = parsed.stages.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["capture", "preprocess", "backbone", "e2e"]);
+    let near = |got: f64, want: f64| (got - want).abs() <= want * 0.01 + 0.05;
+    for (stage, want) in [
+        ("capture", (50.0, 99.0)),
+        ("backbone", (20.0, 20.0)),
+        ("e2e", (150.0, 199.0)),
+        ("preprocess", (2.5, 2.5)),
+    ] {
+        let got = parsed.stage(stage);
+        assert!(
+            near(got.0, want.0) && near(got.1, want.1),
+            "{stage}: p50/p99 {got:?}, injected {want:?}: {}",
+            status.line()
+        );
+    }
+    // A stage without samples is left out.
+    let mut empty = status.clone();
+    empty.timings.clear();
+    assert!(
+        parse_status(&empty.line()).stages.is_empty(),
+        "{}",
+        empty.line()
+    );
+}
+
+/// In a run, every status line carries the values of its status, and the statuses add up to
+/// the run: counts only grow, end at most at the report's, and fps is the processed frames of
+/// the interval over its length.
+#[test]
+fn status_lines_of_a_run_carry_its_counts() {
+    let mut statuses: Vec<Status> = Vec::new();
     let mut source = FastSource::new(Some(40));
     source.delay = Duration::from_millis(10);
-    let counter = Arc::new(AtomicU64::new(0));
     let report = pipeline::run(
         Box::new(source),
         stage(),
@@ -323,16 +457,50 @@ fn status_lines_report_fps_stages_and_drops() {
         },
         Arc::new(SystemClock),
         Arc::new(AtomicBool::new(false)),
-        &mut |s| {
-            counter.fetch_add(1, Ordering::Relaxed);
-            lines.push(s.line());
-        },
+        &mut |s| statuses.push(s.clone()),
     )
     .unwrap();
     assert_eq!(report.processed + report.dropped, 40);
-    assert!(!lines.is_empty());
-    let line = &lines[lines.len() - 1];
-    for needle in ["fps", "dropped", "backbone", "preprocess", "e2e"] {
-        assert!(line.contains(needle), "{needle} missing in {line}");
+    assert!(!statuses.is_empty());
+    let mut before: Option<&Status> = None;
+    for s in &statuses {
+        let p = parse_status(&s.line());
+        assert!((p.fps - s.fps).abs() <= 0.05, "{} vs {s:?}", s.line());
+        assert_eq!(
+            (p.processed, p.dropped, p.sink_drops),
+            (s.processed, s.dropped, 0)
+        );
+        for (stage, h) in s.timings.iter().filter(|(_, h)| h.count() > 0) {
+            let (p50, p99) = p.stage(stage);
+            assert!(
+                (p50 - h.quantile_ms(0.5)).abs() <= 0.05,
+                "{stage} in {}",
+                s.line()
+            );
+            assert!(
+                (p99 - h.quantile_ms(0.99)).abs() <= 0.05,
+                "{stage} in {}",
+                s.line()
+            );
+        }
+        assert!(s.processed <= report.processed && s.dropped <= report.dropped);
+        assert!(s.captured <= report.captured);
+        let (done, since) = match before {
+            Some(b) => {
+                assert!(
+                    s.processed >= b.processed && s.dropped >= b.dropped,
+                    "{s:?} after {b:?}"
+                );
+                (s.processed - b.processed, s.elapsed - b.elapsed)
+            }
+            None => (s.processed, s.elapsed),
+        };
+        let fps = done as f64 / since.as_secs_f64();
+        assert!(
+            (s.fps - fps).abs() <= 0.1 * fps.max(1.0),
+            "fps {} but {done} frames in {since:?}",
+            s.fps
+        );
+        before = Some(s);
     }
 }
