@@ -181,24 +181,44 @@ fn heads_switch_and_rate_limit_at_run_time() {
     assert_eq!(slow.load(Ordering::SeqCst), 2);
     assert_eq!(off.load(Ordering::SeqCst), 1);
     assert_eq!(stage.backbone_passes().load(Ordering::SeqCst), 6);
-    // A rate limit lets a head run again once its period has passed.
-    slow_control.set_rate_hz(50.0).unwrap();
+    // A rate limit lets a head run again once its period has passed. The heads run on
+    // injected instants (`HeadSet::run` takes the frame's time), so the schedule is exact.
+    let mut set = HeadSet::new();
+    let every = counting(&mut set, "every");
+    let limited = counting(&mut set, "limited");
+    let limited_control = set.control("limited").unwrap();
+    limited_control.set_rate_hz(50.0).unwrap(); // a 20 ms period
+    let result = stage_with(HeadSet::new())
+        .run_frame(frame(100), &clock)
+        .unwrap();
+    let input = HeadInput {
+        features: result.features().unwrap(),
+        letterbox: &result.letterbox,
+    };
     let t0 = Instant::now();
-    let mut slow_runs = 0;
-    let mut seq = 6;
-    while t0.elapsed() < Duration::from_millis(200) {
-        let r = stage.run_frame(frame(seq), &clock).unwrap();
-        slow_runs += r.heads.iter().filter(|h| h.head == "slow").count();
-        seq += 1;
-    }
-    assert!(
-        slow_runs >= 2,
-        "a 50 Hz head ran {slow_runs} times in 200 ms"
+    let mut run_at = |ms: u64| {
+        let (outputs, errors) = set.run(&input, t0 + Duration::from_millis(ms));
+        assert!(errors.is_empty(), "{errors:?}");
+        outputs.iter().any(|o| o.head == "limited")
+    };
+    // Frames every 5 ms for 200 ms: the 50 Hz head runs on every 4th, from the first.
+    let ran: Vec<u64> = (0..=200).step_by(5).filter(|&ms| run_at(ms)).collect();
+    assert_eq!(ran, (0..=200).step_by(20).collect::<Vec<u64>>());
+    assert_eq!(
+        every.load(Ordering::SeqCst),
+        41,
+        "the unlimited head ran on every frame"
     );
-    assert!(
-        slow_runs < seq as usize - 6 || seq < 12,
-        "the limit never held back a frame"
-    );
+    assert_eq!(limited.load(Ordering::SeqCst), 11);
+    // Irregular frames: due once 20 ms have passed since its last run, not since the last frame.
+    let ran: Vec<u64> = [219, 220, 239, 241, 260, 261, 1000]
+        .into_iter()
+        .filter(|&ms| run_at(ms))
+        .collect();
+    assert_eq!(ran, [220, 241, 261, 1000]);
+    // Lifting the limit: every frame again.
+    limited_control.set_rate_hz(0.0).unwrap();
+    assert!((1001..=1003).all(&mut run_at));
 }
 
 #[test]
