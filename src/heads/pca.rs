@@ -2,12 +2,19 @@
 //!
 //! The basis (mean, three components and a per-component display range) is fitted on the patch
 //! tokens of the first `fit_frames` frames, or loaded from a JSON file written by
-//! [`PcaBasis::save`]. Colours come from mapping each component's 1st..99th percentile (over the
-//! fitting tokens) to 0..255; the patch colours are upsampled bilinearly to camera pixels.
+//! [`PcaBasis::save`]. Colours come from mapping each component's 1st..99th percentile (over a
+//! uniform sample of the fitting tokens) to 0..255; the patch colours are upsampled bilinearly
+//! to camera pixels.
+//!
+//! Fitting holds a running mean and covariance (`C x C`) and a fixed-size token sample, not the
+//! tokens, and refits (one eigen-decomposition) on frames 1, 2, 4, 8, ... and the last one:
+//! memory and time stay bounded however large `fit_frames` is.
 
 use std::path::Path;
 
-use nalgebra::{DMatrix, SymmetricEigen};
+use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::upsample::UpsamplerCache;
@@ -54,6 +61,19 @@ impl PcaBasis {
         mean.iter_mut().for_each(|m| *m /= n as f64);
         let centred = DMatrix::<f64>::from_fn(n, c, |i, j| tokens[i * c + j] as f64 - mean[j]);
         let cov = centred.transpose() * &centred / (n as f64 - 1.0).max(1.0);
+        Ok(Self::from_moments(&mean, cov, tokens, n))
+    }
+
+    /// The basis of tokens with mean `mean` and covariance `cov` (`[c, c]`): the three
+    /// eigenvectors of largest eigenvalue, and the display range from the projections of
+    /// `range_tokens` (all the tokens, or a sample of them). `fitted_tokens` is recorded.
+    fn from_moments(
+        mean: &[f64],
+        cov: DMatrix<f64>,
+        range_tokens: &[f32],
+        fitted_tokens: usize,
+    ) -> Self {
+        let c = mean.len();
         let eigen = SymmetricEigen::new(cov);
         let mut order: Vec<usize> = (0..c).collect();
         order.sort_by(|&a, &b| eigen.eigenvalues[b].total_cmp(&eigen.eigenvalues[a]));
@@ -78,9 +98,12 @@ impl PcaBasis {
             components,
             low: [0.0; COMPONENTS],
             high: [1.0; COMPONENTS],
-            fitted_tokens: n,
+            fitted_tokens,
         };
-        let projected = basis.project(tokens);
+        let projected = basis.project(range_tokens);
+        if projected.is_empty() {
+            return basis;
+        }
         for k in 0..COMPONENTS {
             let mut values: Vec<f32> = projected
                 .iter()
@@ -94,7 +117,7 @@ impl PcaBasis {
             basis.low[k] = lo;
             basis.high[k] = if hi > lo { hi } else { lo + 1.0 };
         }
-        Ok(basis)
+        basis
     }
 
     /// Project `[n, c]` tokens: `[n, 3]` row-major.
@@ -180,13 +203,109 @@ impl PcaBasis {
     }
 }
 
+/// Tokens kept to place the display range (1st..99th percentile of each component): a uniform
+/// sample of every token fitted on (reservoir sampling), so memory does not grow with frames.
+pub const RANGE_SAMPLE_TOKENS: usize = 4096;
+
+/// What fitting holds: running mean and covariance of every token seen (merged batch by batch,
+/// Chan et al.; `[c, c]` whatever the frame count) and a fixed-size token sample for the range.
+#[derive(Debug)]
+struct Fitting {
+    c: usize,
+    /// Tokens seen.
+    n: usize,
+    mean: DVector<f64>,
+    /// Sum of squared deviations from the mean (`n - 1` times the covariance).
+    m2: DMatrix<f64>,
+    /// Up to [`RANGE_SAMPLE_TOKENS`] tokens, `[k, c]` row-major.
+    sample: Vec<f32>,
+    rng: ChaCha8Rng,
+}
+
+impl Fitting {
+    fn new(c: usize) -> Self {
+        Fitting {
+            c,
+            n: 0,
+            mean: DVector::zeros(c),
+            m2: DMatrix::zeros(c, c),
+            sample: Vec::new(),
+            // Fixed seed: the same frames give the same basis.
+            rng: ChaCha8Rng::seed_from_u64(0x9ca_5eed),
+        }
+    }
+
+    /// Merge one frame's tokens (`[m, c]` row-major).
+    fn add(&mut self, tokens: &[f32]) {
+        let c = self.c;
+        let m = tokens.len() / c;
+        if m == 0 {
+            return;
+        }
+        let batch = DMatrix::<f64>::from_row_iterator(m, c, tokens.iter().map(|&v| v as f64));
+        let batch_mean =
+            DVector::<f64>::from_iterator(c, batch.column_iter().map(|col| col.mean()));
+        let mut centred = batch;
+        for mut row in centred.row_iter_mut() {
+            row -= batch_mean.transpose();
+        }
+        let batch_m2 = centred.transpose() * &centred;
+        let (na, nb) = (self.n as f64, m as f64);
+        let total = na + nb;
+        let delta = &batch_mean - &self.mean;
+        self.m2 += batch_m2 + &delta * delta.transpose() * (na * nb / total);
+        self.mean += &delta * (nb / total);
+        // Reservoir sampling (Algorithm R) over the tokens, in order.
+        for (i, t) in tokens.chunks_exact(c).enumerate() {
+            let seen = self.n + i;
+            if seen < RANGE_SAMPLE_TOKENS {
+                self.sample.extend_from_slice(t);
+            } else {
+                let j = self.rng.random_range(0..=seen);
+                if j < RANGE_SAMPLE_TOKENS {
+                    self.sample[j * c..(j + 1) * c].copy_from_slice(t);
+                }
+            }
+        }
+        self.n += m;
+    }
+
+    /// The basis of everything merged so far (one eigen-decomposition of `[c, c]`).
+    fn basis(&self) -> Result<PcaBasis, String> {
+        if self.n < COMPONENTS + 1 {
+            return Err(format!(
+                "need at least {} tokens of dimension {} to fit a PCA basis, got {}",
+                COMPONENTS + 1,
+                self.c,
+                self.n
+            ));
+        }
+        let cov = &self.m2 / (self.n as f64 - 1.0).max(1.0);
+        Ok(PcaBasis::from_moments(
+            self.mean.as_slice(),
+            cov,
+            &self.sample,
+            self.n,
+        ))
+    }
+
+    /// Values held.
+    fn values(&self) -> usize {
+        self.m2.len() + self.mean.len() + self.sample.len()
+    }
+}
+
 /// The PCA feature image head.
 #[derive(Debug)]
 pub struct PcaHead {
     name: String,
     fit_frames: usize,
-    collected: Vec<f32>,
+    /// While fitting: the running statistics (`None` before the first frame and once frozen).
+    fitting: Option<Fitting>,
+    /// While fitting: the basis of the last refit, which frames are rendered with.
+    current: Option<PcaBasis>,
     seen: usize,
+    refits: usize,
     basis: Option<PcaBasis>,
     upsampler: UpsamplerCache,
     patch: usize,
@@ -198,8 +317,10 @@ impl PcaHead {
         Self {
             name: name.to_string(),
             fit_frames: fit_frames.max(1),
-            collected: Vec::new(),
+            fitting: None,
+            current: None,
             seen: 0,
+            refits: 0,
             basis: None,
             upsampler: UpsamplerCache::default(),
             patch,
@@ -212,6 +333,54 @@ impl PcaHead {
             basis: Some(basis),
             ..Self::fitting(name, 1, patch)
         }
+    }
+
+    /// Values (floats) held for fitting: the running covariance `[c, c]` and mean, and the
+    /// range sample (at most [`RANGE_SAMPLE_TOKENS`] tokens); 0 once the basis is frozen.
+    pub fn fitting_values(&self) -> usize {
+        self.fitting.as_ref().map_or(0, Fitting::values)
+    }
+
+    /// Eigen-decompositions done so far while fitting.
+    pub fn refits(&self) -> usize {
+        self.refits
+    }
+
+    /// One fitting frame's tokens (`[n, c]`): returns the basis to render this frame with.
+    ///
+    /// The tokens are merged into running statistics (bounded memory); the basis is refitted
+    /// on frames 1, 2, 4, 8, ... and on the last fitting frame (about log2(`fit_frames`)
+    /// eigen-decompositions in all), then frozen.
+    fn fit_step(&mut self, tokens: &[f32], c: usize) -> Result<PcaBasis, HeadError> {
+        let run_error = |reason: String| HeadError::Run {
+            head: self.name.clone(),
+            reason,
+        };
+        let fitting = self.fitting.get_or_insert_with(|| Fitting::new(c));
+        if fitting.c != c {
+            return Err(run_error(format!(
+                "features changed dimension from {} to {c} while fitting",
+                fitting.c
+            )));
+        }
+        fitting.add(tokens);
+        self.seen += 1;
+        let last = self.seen >= self.fit_frames;
+        if self.current.is_none() || self.seen.is_power_of_two() || last {
+            let basis = fitting.basis().map_err(run_error)?;
+            self.refits += 1;
+            self.current = Some(basis);
+        }
+        let basis = self
+            .current
+            .clone()
+            .unwrap_or_else(|| unreachable!("set just above"));
+        if last {
+            self.basis = Some(basis.clone());
+            self.fitting = None;
+            self.current = None;
+        }
+        Ok(basis)
     }
 
     /// The basis, once fitted or loaded.
@@ -233,18 +402,7 @@ impl TaskHead for PcaHead {
         let grid = input.features.patch_grid();
         let c = grid.channels;
         if self.basis.is_none() {
-            self.collected.extend_from_slice(grid.as_slice());
-            self.seen += 1;
-            // Until the basis exists, fit on what has been collected so far (the first frame
-            // already shows something); the basis is frozen after `fit_frames` frames.
-            let basis = PcaBasis::fit(&self.collected, c).map_err(|reason| HeadError::Run {
-                head: self.name.clone(),
-                reason,
-            })?;
-            if self.seen >= self.fit_frames {
-                self.basis = Some(basis.clone());
-                self.collected = Vec::new();
-            }
+            let basis = self.fit_step(grid.as_slice(), c)?;
             return Ok(HeadOutput::Pca(self.render(&basis, input)));
         }
         let basis = self
@@ -288,6 +446,110 @@ impl PcaHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `frames` frames of `per_frame` tokens of dimension 8: three latent factors of variance
+    /// 9, 4 and 1 along fixed directions, small noise, and a mean that is not zero.
+    fn factor_tokens(frames: usize, per_frame: usize) -> Vec<Vec<f32>> {
+        let c = 8;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut uniform = move || {
+            // xorshift64*: deterministic, good enough for test data.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let dirs: [[f64; 8]; 3] = [
+            [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0],
+        ];
+        let scale = [3.0, 2.0, 1.0];
+        (0..frames)
+            .map(|_| {
+                let mut t = Vec::with_capacity(per_frame * c);
+                for _ in 0..per_frame {
+                    // Uniform(-0.5, 0.5) has variance 1/12: scale to unit variance.
+                    let z: Vec<f64> = (0..3).map(|_| uniform() * 12f64.sqrt()).collect();
+                    for j in 0..c {
+                        let mut v = 5.0 + j as f64 + 0.01 * uniform();
+                        for k in 0..3 {
+                            let norm = dirs[k].iter().map(|d| d * d).sum::<f64>().sqrt();
+                            v += scale[k] * z[k] * dirs[k][j] / norm;
+                        }
+                        t.push(v as f32);
+                    }
+                }
+                t
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fitting_holds_bounded_state_refits_rarely_and_matches_batch_pca() {
+        const FRAMES: usize = 300;
+        const PER_FRAME: usize = 48;
+        let frames = factor_tokens(FRAMES, PER_FRAME);
+        let mut head = PcaHead::fitting("pca", FRAMES, 16);
+        let mut held = Vec::new();
+        for t in &frames {
+            head.fit_step(t, 8).unwrap();
+            held.push(head.fitting_values());
+        }
+        // Held state: the same after 150 frames as after 299 (the last frame frees it).
+        assert_eq!(
+            held[149],
+            held[FRAMES - 2],
+            "fitting state grows with the frames: {} values after 150 frames, {} after {}",
+            held[149],
+            held[FRAMES - 2],
+            FRAMES - 1
+        );
+        // Eigen-decompositions: frames 1, 2, 4, ..., 256 and the last one.
+        assert!(
+            head.refits() <= 10,
+            "{} refits in {FRAMES} frames",
+            head.refits()
+        );
+        let streamed = head.basis().expect("frozen after the fit frames").clone();
+        let all: Vec<f32> = frames.concat();
+        let batch = PcaBasis::fit(&all, 8).unwrap();
+        assert_eq!(streamed.fitted_tokens, FRAMES * PER_FRAME);
+        // Tolerances: f64 accumulation, f32 storage; the display range comes from a sample.
+        const MEAN_TOL: f32 = 1e-4;
+        const COMPONENT_TOL: f32 = 1e-3;
+        const RANGE_TOL: f32 = 0.05; // of the batch range's width
+        for (a, b) in streamed.mean.iter().zip(&batch.mean) {
+            assert!((a - b).abs() <= MEAN_TOL, "mean {a} vs {b}");
+        }
+        for k in 0..COMPONENTS {
+            for (a, b) in streamed.components[k].iter().zip(&batch.components[k]) {
+                assert!(
+                    (a - b).abs() <= COMPONENT_TOL,
+                    "component {k}: {:?} vs {:?}",
+                    streamed.components[k],
+                    batch.components[k]
+                );
+            }
+            let width = batch.high[k] - batch.low[k];
+            assert!(
+                (streamed.low[k] - batch.low[k]).abs() <= RANGE_TOL * width
+                    && (streamed.high[k] - batch.high[k]).abs() <= RANGE_TOL * width,
+                "component {k} range {}..{} vs batch {}..{}",
+                streamed.low[k],
+                streamed.high[k],
+                batch.low[k],
+                batch.high[k]
+            );
+        }
+        // The first component is the variance-9 direction (1, 1, 0, ...) / sqrt(2).
+        let s = std::f32::consts::FRAC_1_SQRT_2;
+        assert!(
+            (batch.components[0][0] - s).abs() < 0.02,
+            "{:?}",
+            batch.components[0]
+        );
+    }
 
     #[test]
     fn finds_the_dominant_direction() {
