@@ -457,14 +457,7 @@ impl Converter {
             reason: e.to_string(),
         };
         let (width, height) = (self.layout.width, self.layout.height);
-        let options = DecoderOptions::default()
-            .jpeg_set_out_colorspace(ColorSpace::RGB)
-            // Strict: a frame cut short is an error, not an image whose bottom is grey.
-            .set_strict_mode(true)
-            // A corrupt header claiming a huge image must not make us allocate for it.
-            .set_max_width(width as usize)
-            .set_max_height(height as usize);
-        let mut decoder = JpegDecoder::new_with_options(ZCursor::new(jpeg), options);
+        let mut decoder = limited_jpeg_decoder(jpeg, width, height);
         decoder.decode_headers().map_err(corrupt)?;
         let (got_width, got_height) = decoder.dimensions().unwrap_or((0, 0));
         if (got_width, got_height) != (width as usize, height as usize) {
@@ -477,6 +470,23 @@ impl Converter {
         }
         decoder.decode_into(rgb).map_err(corrupt)
     }
+}
+
+/// A strict RGB JPEG decoder that refuses, while reading the header and so before allocating
+/// anything for the image, a width above `max_width` or a height above `max_height`: a corrupt
+/// or hostile header can claim up to 65535 x 65535. Strict: a JPEG cut short is an error, not
+/// an image whose bottom is grey.
+pub(crate) fn limited_jpeg_decoder(
+    jpeg: &[u8],
+    max_width: u32,
+    max_height: u32,
+) -> JpegDecoder<ZCursor<&[u8]>> {
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_strict_mode(true)
+        .set_max_width(max_width as usize)
+        .set_max_height(max_height as usize);
+    JpegDecoder::new_with_options(ZCursor::new(jpeg), options)
 }
 
 /// The rows of an uncompressed image: `row_bytes` bytes every `stride` bytes. `data` must hold

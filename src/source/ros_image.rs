@@ -2,7 +2,8 @@
 //! mono8, yuv422_yuy2 / yuyv, yuv422 / uyvy) or, for a topic ending in `/compressed`,
 //! sensor_msgs/CompressedImage (jpeg, png). The message's header stamp is the frame's capture
 //! time; its frame_id is kept unless one is configured. A malformed message (step or size that
-//! does not match, unknown encoding, undecodable data) is counted as skipped and dropped.
+//! does not match, unknown encoding, undecodable data, a compressed image whose header claims
+//! more than [`MAX_COMPRESSED_PIXELS`]) is counted as skipped and dropped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -126,22 +127,80 @@ pub fn decode_image(msg: &Image) -> Result<DecodedImage, String> {
     })
 }
 
-/// Decode a sensor_msgs/CompressedImage (jpeg or png) to RGB8.
+/// Most pixels accepted from a compressed message (8K UHD, about 100 MB as RGB8): checked on
+/// the header's size, before anything is allocated for the image.
+pub const MAX_COMPRESSED_PIXELS: u64 = 7680 * 4320;
+
+/// Refuse a header size beyond [`MAX_SIDE`] per side or [`MAX_COMPRESSED_PIXELS`] in all.
+fn check_claimed_size(format: &str, width: u64, height: u64) -> Result<(), String> {
+    if width == 0
+        || height == 0
+        || width > MAX_SIDE as u64
+        || height > MAX_SIDE as u64
+        || width * height > MAX_COMPRESSED_PIXELS
+    {
+        return Err(format!(
+            "{format} header claims {width}x{height} pixels; at most {MAX_SIDE} per side and \
+             {MAX_COMPRESSED_PIXELS} pixels in all are accepted"
+        ));
+    }
+    Ok(())
+}
+
+/// Decode a sensor_msgs/CompressedImage (jpeg or png) to RGB8. The size in the image header is
+/// checked before decoding (a few hundred bytes can claim gigabytes), see
+/// [`MAX_COMPRESSED_PIXELS`].
 pub fn decode_compressed(msg: &CompressedImage) -> Result<DecodedImage, String> {
     let f = msg.format.to_ascii_lowercase();
-    let format = if f.contains("png") {
-        image::ImageFormat::Png
+    let undecodable =
+        |e: &dyn std::fmt::Display| format!("{} data does not decode: {e}", msg.format);
+    if f.contains("png") {
+        decode_png(&msg.data, &msg.format)
     } else if f.contains("jpeg") || f.contains("jpg") {
-        image::ImageFormat::Jpeg
+        // As for MJPEG frames: zune-jpeg refuses a header beyond the limits before allocating.
+        let mut decoder = super::convert::limited_jpeg_decoder(&msg.data, MAX_SIDE, MAX_SIDE);
+        // A side beyond MAX_SIDE is refused here ("... greater than width limit ...").
+        decoder.decode_headers().map_err(|e| undecodable(&e))?;
+        let (w, h) = decoder
+            .dimensions()
+            .ok_or_else(|| undecodable(&"no frame header"))?;
+        check_claimed_size("jpeg", w as u64, h as u64)?;
+        let rgb = decoder.decode().map_err(|e| undecodable(&e))?;
+        if rgb.len() != w * h * 3 {
+            return Err(undecodable(&format!(
+                "{} bytes decoded for {w}x{h} RGB",
+                rgb.len()
+            )));
+        }
+        Ok(DecodedImage {
+            width: w,
+            height: h,
+            rgb,
+        })
     } else {
-        return Err(format!(
+        Err(format!(
             "format {:?} is not supported; publish jpeg or png (image_transport compressed)",
             msg.format
-        ));
-    };
-    let img = image::load_from_memory_with_format(&msg.data, format)
-        .map_err(|e| format!("{} data does not decode: {e}", msg.format))?;
-    check_size(img.width(), img.height())?;
+        ))
+    }
+}
+
+/// PNG through the image crate: the header is read first, its size checked, then the image
+/// decoded (with the image crate's limits as a second line).
+fn decode_png(data: &[u8], format: &str) -> Result<DecodedImage, String> {
+    use image::ImageDecoder;
+    let undecodable = |e: &dyn std::fmt::Display| format!("{format} data does not decode: {e}");
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    // 16-bit RGBA (8 bytes a pixel) is the largest PNG pixel.
+    limits.max_alloc = Some(MAX_COMPRESSED_PIXELS * 8);
+    let mut decoder = image::codecs::png::PngDecoder::new(std::io::Cursor::new(data))
+        .map_err(|e| undecodable(&e))?;
+    let (w, h) = decoder.dimensions();
+    check_claimed_size("png", w as u64, h as u64)?;
+    decoder.set_limits(limits).map_err(|e| undecodable(&e))?;
+    let img = image::DynamicImage::from_decoder(decoder).map_err(|e| undecodable(&e))?;
     let rgb = img.to_rgb8();
     Ok(DecodedImage {
         width: rgb.width() as usize,
@@ -345,6 +404,192 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.contains("does not decode"), "{e}");
+    }
+
+    /// Counts, for the threads that ask, the largest single allocation requested.
+    mod peak {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        pub struct Peak;
+
+        thread_local! {
+            static TRACK: Cell<bool> = const { Cell::new(false) };
+            static LARGEST: Cell<usize> = const { Cell::new(0) };
+        }
+
+        fn note(size: usize) {
+            // `try_with`: allocations during thread teardown are not tracked.
+            let _ = TRACK.try_with(|t| {
+                if t.get() {
+                    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+                }
+            });
+        }
+
+        // SAFETY: forwards to the system allocator; only records sizes.
+        unsafe impl GlobalAlloc for Peak {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                note(layout.size());
+                // SAFETY: same contract as the caller's.
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                note(layout.size());
+                // SAFETY: same contract as the caller's.
+                unsafe { System.alloc_zeroed(layout) }
+            }
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                note(new_size);
+                // SAFETY: same contract as the caller's.
+                unsafe { System.realloc(ptr, layout, new_size) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: same contract as the caller's.
+                unsafe { System.dealloc(ptr, layout) }
+            }
+        }
+
+        /// Run `f` and return its result with the largest allocation it asked for.
+        pub fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
+            LARGEST.with(|l| l.set(0));
+            TRACK.with(|t| t.set(true));
+            let out = f();
+            TRACK.with(|t| t.set(false));
+            (out, LARGEST.with(|l| l.get()))
+        }
+    }
+
+    #[global_allocator]
+    static PEAK: peak::Peak = peak::Peak;
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A PNG whose header claims `w x h` RGB8 and whose data is a few bytes.
+    fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let mut c = (data.len() as u32).to_be_bytes().to_vec();
+            c.extend_from_slice(kind);
+            c.extend_from_slice(data);
+            let crc = crc32(&c[4..]);
+            c.extend_from_slice(&crc.to_be_bytes());
+            c
+        };
+        let mut ihdr = w.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter, no interlace
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(chunk(b"IHDR", &ihdr));
+        // zlib stream of one empty stored block.
+        png.extend(chunk(
+            b"IDAT",
+            &[0x78, 0x01, 0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 1],
+        ));
+        png.extend(chunk(b"IEND", &[]));
+        png
+    }
+
+    /// A real 16x16 JPEG whose frame header (SOF0) is patched to claim `w x h`.
+    fn jpeg_claiming(w: u16, h: u16) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        image::write_buffer_with_format(
+            &mut std::io::Cursor::new(&mut jpeg),
+            &vec![128u8; 16 * 16 * 3],
+            16,
+            16,
+            image::ExtendedColorType::Rgb8,
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        let sof = jpeg
+            .windows(2)
+            .position(|m| m == [0xFF, 0xC0])
+            .expect("a baseline JPEG has SOF0");
+        // FFC0, length (2), precision (1), height (2), width (2).
+        jpeg[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+        jpeg
+    }
+
+    #[test]
+    fn huge_claimed_sizes_are_refused_before_allocating() {
+        // No single allocation may come near what the headers claim (12000 x 12000 RGB is
+        // 432 MB); the messages themselves are a few hundred bytes.
+        const MAX_ALLOCATION: usize = 16 << 20;
+        let cases = [
+            ("png", png_claiming(12_000, 12_000)),
+            ("png", png_claiming(20_000, 8)),
+            ("jpeg", jpeg_claiming(12_000, 12_000)),
+            ("jpeg", jpeg_claiming(20_000, 8)),
+        ];
+        for (format, data) in cases {
+            let msg = CompressedImage {
+                header: Header::default(),
+                format: format.into(),
+                data,
+            };
+            let (result, largest) = peak::largest_allocation(|| decode_compressed(&msg));
+            let e = result
+                .err()
+                .unwrap_or_else(|| panic!("{format}: a huge image decoded"));
+            assert!(
+                largest <= MAX_ALLOCATION,
+                "{format}: refused ({e}) only after allocating {largest} bytes"
+            );
+            // Refused on the pixel count, or by the decoder's per-side limit.
+            assert!(e.contains("pixels") || e.contains("limit"), "{format}: {e}");
+        }
+        // A sane image still decodes (and the probe measures what it should).
+        let (ok, largest) = peak::largest_allocation(|| {
+            decode_compressed(&CompressedImage {
+                header: Header::default(),
+                format: "jpeg".into(),
+                data: jpeg_claiming(16, 16),
+            })
+        });
+        assert_eq!(ok.map(|d| (d.width, d.height)), Ok((16, 16)));
+        assert!(largest >= 16 * 16 * 3, "the probe saw no allocation");
+    }
+
+    #[test]
+    fn grey_jpeg_decodes_to_rgb() {
+        let mut jpeg = Vec::new();
+        image::write_buffer_with_format(
+            &mut std::io::Cursor::new(&mut jpeg),
+            &[90u8; 16 * 8],
+            16,
+            8,
+            image::ExtendedColorType::L8,
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        let d = decode_compressed(&CompressedImage {
+            header: Header::default(),
+            format: "mono8; jpeg compressed mono8".into(),
+            data: jpeg,
+        })
+        .unwrap();
+        assert_eq!((d.width, d.height, d.rgb.len()), (16, 8, 16 * 8 * 3));
+        assert!(
+            d.rgb
+                .chunks(3)
+                .all(|p| p[0] == p[1] && p[1] == p[2] && p[0].abs_diff(90) <= 2),
+            "{:?}",
+            &d.rgb[..6]
+        );
     }
 
     #[test]
