@@ -62,8 +62,8 @@ pub enum CommandError {
     Inference {
         /// The image.
         image: PathBuf,
-        /// What failed.
-        error: InferenceError,
+        /// What failed (boxed: the variant is large).
+        error: Box<InferenceError>,
     },
     /// A head failed on one image (`predict`).
     #[error("{image}: head {head}: {error}")]
@@ -103,7 +103,7 @@ pub enum CommandError {
     Calibration(Box<CalibrationError>),
     /// The source failed while the node ran (after it had started).
     #[error("the source failed: {0}")]
-    SourceFailed(SourceError),
+    SourceFailed(Box<SourceError>),
 }
 
 impl From<RosError> for CommandError {
@@ -177,10 +177,10 @@ mod tests {
         });
         assert_eq!(spawn.exit_code(), exit::FAILURE);
         assert!(!spawn.to_string().contains("panicked"), "{spawn}");
-        let lost = CommandError::SourceFailed(SourceError::Missing {
+        let lost = CommandError::SourceFailed(Box::new(SourceError::Missing {
             path: "/dev/video0".into(),
             fix: "plug it in".into(),
-        });
+        }));
         assert_eq!(lost.exit_code(), exit::FAILURE);
         let usage = CommandError::Usage("--x".into());
         assert_eq!(usage.exit_code(), exit::BAD_INPUT);
