@@ -356,7 +356,7 @@ fn parse_status(line: &str) -> ParsedStatus {
         .strip_prefix("p50/p99 ms:")
         .unwrap_or_else(|| bad("no stage percentiles"));
     let tokens: Vec<&str> = stages.split_whitespace().collect();
-    if tokens.len() % 2 != 0 {
+    if !tokens.len().is_multiple_of(2) {
         bad("a stage without percentiles");
     }
     let stages = tokens
