@@ -287,7 +287,7 @@ pub struct RosoutLine {
 pub const ROSOUT_QUEUE: usize = 256;
 
 /// How long closing the queue keeps publishing the lines still in it.
-const ROSOUT_DRAIN: Duration = Duration::from_secs(1);
+pub const ROSOUT_DRAIN: Duration = Duration::from_secs(1);
 
 /// The logging side of a [`RosoutQueue`]: never blocks, drops a line when the queue is full.
 #[derive(Debug, Clone)]
