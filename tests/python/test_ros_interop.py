@@ -18,6 +18,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -343,20 +344,32 @@ def durability_of(qos):
     return "transient_local" if p == Policy.Durability.TransientLocal else repr(p)
 
 
+def packet_capture_error():
+    """None if this process can open an AF_PACKET socket (needs CAP_NET_RAW), else why not."""
+    try:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    except (PermissionError, OSError, AttributeError) as e:
+        return f"{type(e).__name__}: {e}"
+    sock.close()
+    return None
+
+
 class RtpsLeakWatch:
-    """Counts RTPS packets on interfaces other than loopback while active (AF_PACKET capture,
-    needs CAP_NET_RAW; `available` says whether it could watch)."""
+    """Watches every interface while active (AF_PACKET capture, needs CAP_NET_RAW): RTPS packets
+    on interfaces other than loopback are leaks; on loopback the GUID prefixes of their senders
+    are counted, so a test can check that the watch saw the traffic it vouches for. Use it
+    through `leak_watch()`, which fails the test when it cannot watch."""
 
     def __init__(self):
         self.leaks = []
-        self.available = False
+        self.loopback = {}  # RTPS GUID prefix -> packets seen on lo
+        self.error = packet_capture_error()
+        self.available = self.error is None
         self._stop = threading.Event()
-        try:
+        self._sock = None
+        if self.available:
             self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
             self._sock.settimeout(0.1)
-            self.available = True
-        except (PermissionError, OSError, AttributeError):
-            self._sock = None
 
     def __enter__(self):
         if self._sock is not None:
@@ -370,6 +383,9 @@ class RtpsLeakWatch:
             self._thread.join(timeout=2)
             self._sock.close()
 
+    def saw_on_loopback(self, prefix: bytes) -> bool:
+        return self.loopback.get(bytes(prefix), 0) > 0
+
     def _run(self):
         while not self._stop.is_set():
             try:
@@ -379,7 +395,7 @@ class RtpsLeakWatch:
             except OSError:
                 return
             ifname = addr[0]
-            if ifname == "lo" or len(data) < 14 + 20 + 8 + 4:
+            if len(data) < 14 + 20 + 8 + 4:
                 continue
             if data[12:14] != b"\x08\x00":  # IPv4 only (the node binds IPv4)
                 continue
@@ -387,10 +403,77 @@ class RtpsLeakWatch:
             if data[14 + 9] != 17:  # UDP
                 continue
             payload = data[14 + ihl + 8:]
-            if payload[:4] == b"RTPS":
-                dst = socket.inet_ntoa(data[14 + 16:14 + 20])
-                dport = struct.unpack(">H", data[14 + ihl + 2:14 + ihl + 4])[0]
-                self.leaks.append((ifname, dst, dport))
+            if payload[:4] != b"RTPS":
+                continue
+            if ifname == "lo":
+                prefix = bytes(payload[8:20])
+                self.loopback[prefix] = self.loopback.get(prefix, 0) + 1
+                continue
+            dst = socket.inet_ntoa(data[14 + 16:14 + 20])
+            dport = struct.unpack(">H", data[14 + ihl + 2:14 + ihl + 4])[0]
+            self.leaks.append((ifname, dst, dport))
+
+
+# Set in the environment: "inside" in the private network namespace rerun_in_private_netns()
+# makes; "force" to use one even where this process could capture packets itself.
+NETNS_ENV = "DINOV3_INTEROP_NETNS"
+
+# Inside the namespace: loopback up, and a veth pair with an address and the multicast route,
+# so that RTPS which does not stay on loopback has an interface to leave on (and be seen on).
+NETNS_SETUP = """set -e
+ip link set lo up
+ip link add dinov3veth0 type veth peer name dinov3veth1
+ip addr add 10.211.0.1/24 dev dinov3veth0
+ip link set dinov3veth1 up
+ip link set dinov3veth0 up
+ip route add 224.0.0.0/4 dev dinov3veth0
+exec "$@"
+"""
+
+
+def rerun_in_private_netns(request) -> bool:
+    """The leak checks need to capture packets. Where this process cannot (no CAP_NET_RAW), run
+    the calling test again in a private network namespace (`unshare -rn`: a user namespace in
+    which we hold CAP_NET_RAW, and a network namespace of our own; see NETNS_SETUP), and report
+    its result here. Returns True when the test ran (and passed) there; fails the test, saying
+    what is missing, when neither way works. Never skips."""
+    mode = os.environ.get(NETNS_ENV, "")
+    if mode == "inside":
+        return False
+    error = packet_capture_error()
+    if error is None and mode != "force":
+        return False
+    why = f"cannot capture packets here ({error})" if error else f"{NETNS_ENV}=force"
+    missing = [tool for tool in ("unshare", "ip") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"the loopback leak check {why} and cannot make a private network namespace: "
+                    f"{' and '.join(missing)} not found (util-linux, iproute2). Give the test "
+                    "CAP_NET_RAW (run as root) or install them.", pytrace=False)
+    test_id = f"{Path(__file__).resolve()}::{request.node.name}"
+    cmd = ["unshare", "-rn", "sh", "-c", NETNS_SETUP, "sh",
+           sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_id]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, NETNS_ENV: "inside"},
+                          capture_output=True, text=True, timeout=300)
+    out = f"--- stdout\n{proc.stdout[-8000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+    if proc.returncode != 0:
+        pytest.fail(f"the loopback leak check {why}; in a private network namespace "
+                    f"(`unshare -rn`, then {NETNS_SETUP.splitlines()[1:-1]}) it failed with "
+                    f"rc {proc.returncode} (if unshare or ip failed: unprivileged user namespaces "
+                    f"or veth are not available; give the test CAP_NET_RAW instead):\n{out}",
+                    pytrace=False)
+    if not re.search(r"\b1 passed\b", proc.stdout):
+        pytest.fail(f"{test_id} did not pass in the private network namespace:\n{out}", pytrace=False)
+    return True
+
+
+def leak_watch() -> RtpsLeakWatch:
+    """A started-on-entry RtpsLeakWatch; fails the test (not a skip) if it cannot watch."""
+    watch = RtpsLeakWatch()
+    if not watch.available:
+        pytest.fail(f"cannot capture packets for the loopback leak check ({watch.error}) "
+                    f"{'inside the private network namespace' if os.environ.get(NETNS_ENV) == 'inside' else ''}",
+                    pytrace=False)
+    return watch
 
 
 # ------------------------------------------------------------------------------------------------
@@ -526,15 +609,19 @@ def test_wire_names():
 # ------------------------------------------------------------------------------------------------
 
 
-def test_cyclone_loopback_config_two_processes():
+def test_cyclone_loopback_config_two_processes(request):
     """Two processes discover each other over the loopback-only config and move 20 fragmented
-    640x480 rgb8 Images intact; no RTPS packet leaves on another interface."""
+    640x480 rgb8 Images intact; no RTPS packet leaves on another interface, while the watch
+    saw both participants' RTPS on loopback."""
     import cyclone_peer
+
+    if rerun_in_private_netns(request):
+        return
 
     domain = fresh_domain()
     peer = Peer(domain)
     rd = peer.reader("rt/interop/image", r.Image, kind=RELIABLE, depth=50)
-    with RtpsLeakWatch() as watch:
+    with leak_watch() as watch:
         proc = subprocess.Popen([sys.executable, str(HERE / "cyclone_peer.py"), "pub", str(domain),
                                  "rt/interop/image", "20"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
@@ -550,6 +637,10 @@ def test_cyclone_loopback_config_two_processes():
         assert (s.height, s.width, s.step, s.encoding, s.header.frame_id) == (480, 640, 1920, "rgb8", "peer")
         assert s.header.stamp.nanosec == i
         assert bytes(s.data) == cyclone_peer.pattern(i)
+    ours = peer.dp.get_guid().bytes[:12]
+    assert watch.saw_on_loopback(ours), f"the watch saw no RTPS of this process on lo: {watch.loopback}"
+    others = [p for p in watch.loopback if p != bytes(ours)]
+    assert others, f"the watch saw no RTPS of the publisher process on lo: {watch.loopback}"
     assert not watch.leaks, f"RTPS left the loopback interface: {watch.leaks[:5]}"
 
 
@@ -1233,6 +1324,15 @@ def encode(rgb: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A real 16x16 baseline JPEG whose frame header (SOF0) is patched to claim width x height."""
+    data = bytearray(encode(np.full((16, 16, 3), 128, np.uint8), "JPEG"))
+    sof = data.find(b"\xff\xc0")
+    assert sof > 0, "PIL wrote no baseline SOF0"
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
 def test_node_ros_compressed_source(launch):
     frames = [
         ("jpeg", r.CompressedImage(format="jpeg", data=encode(scene_picture(1), "JPEG"))),
@@ -1245,6 +1345,9 @@ def test_node_ros_compressed_source(launch):
     malformed = [
         ("garbage jpeg", r.CompressedImage(format="jpeg", data=b"\xff\xd8\xff" + bytes(500))),
         ("truncated png", r.CompressedImage(format="png", data=png[: len(png) // 2])),
+        # A few hundred bytes whose header claims 12000x12000 (432 MB as RGB): refused on the
+        # header, before decoding.
+        ("huge jpeg header", r.CompressedImage(format="jpeg", data=jpeg_claiming(12000, 12000))),
     ]
     run_ros_source(launch, "/camera/image_raw/compressed", r.CompressedImage, frames, malformed)
 
@@ -1339,13 +1442,17 @@ def test_spdp_parser_against_cyclone():
     assert "metatraffic_multicast" not in locs and "default_multicast" not in locs, locs
 
 
-def test_node_localhost_only_locators(launch):
+def test_node_localhost_only_locators(launch, request):
     """With ROS_LOCALHOST_ONLY=1 the node's SPDP announcements carry 127.0.0.1 unicast locators
     only, and no RTPS packet leaves on another interface. Seen from a plain UDP socket at the
-    well-known discovery port of participant index 11, to which RustDDS sends its unicast SPDP."""
+    well-known discovery port of participant index 11, to which RustDDS sends its unicast SPDP.
+    The watch must have seen the node's own RTPS on loopback, so that "no leak" means it was
+    watching the node's traffic."""
+    if rerun_in_private_netns(request):
+        return
     domain = fresh_domain()
     sock = spdp_listener(domain)
-    with RtpsLeakWatch() as watch:
+    with leak_watch() as watch:
         node = launch(node_args(max_frames=50), domain)
         announcements = receive_spdp(sock, 20)
         time.sleep(2)  # keep watching the wire a little while the node runs
@@ -1357,5 +1464,8 @@ def test_node_localhost_only_locators(launch):
         assert {a for a, _ in unicast} == {"127.0.0.1"}, f"unicast locators {unicast}"
         for a, _ in locs.get("metatraffic_multicast", []) + locs.get("default_multicast", []):
             assert a.startswith("239."), f"multicast locator {a}"
-    if watch.available:
-        assert not watch.leaks, f"RTPS left the loopback interface: {watch.leaks[:5]}"
+    for prefix, _ in announcements:
+        assert watch.saw_on_loopback(prefix), (
+            f"the watch saw none of the node's RTPS (prefix {prefix.hex()}) on lo: "
+            f"{ {p.hex(): n for p, n in watch.loopback.items()} }")
+    assert not watch.leaks, f"RTPS left the loopback interface: {watch.leaks[:5]}"
