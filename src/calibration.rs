@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use nalgebra::{Matrix3, Vector3};
 use serde::{Deserialize, Serialize};
 
-use crate::source::synthetic::SyntheticCamera;
+use crate::synthetic::SyntheticCamera;
 
 /// Largest accepted image side, pixels. Keeps every byte offset of an RGB8 image of that size in
 /// the `u32` entries of the undistortion map (16384² × 3 < 2³²).

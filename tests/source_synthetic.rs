@@ -5,10 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dinov3_perception::frame::{Clock, Frame, GroundTruth, Stamp};
-use dinov3_perception::source::synthetic::{
-    render, SyntheticCamera, SyntheticConfig, SyntheticScene, SyntheticSource, CLASS_NAMES,
-};
+use dinov3_perception::source::synthetic::{SyntheticConfig, SyntheticSource};
 use dinov3_perception::source::{FrameSource, SourceError};
+use dinov3_perception::synthetic::{render, SyntheticCamera, SyntheticScene, CLASS_NAMES};
 
 /// A clock the test sets; sleeping advances it instead of waiting.
 #[derive(Default)]
