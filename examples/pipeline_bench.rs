@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use dinov3_perception::backend::tract::TractBackend;
 use dinov3_perception::backend::{Backend, PreparedModel};
-use dinov3_perception::commands::bundled_model;
+use dinov3_perception::config::share::bundled_model;
 use dinov3_perception::frame::{Clock, Frame, SystemClock};
 use dinov3_perception::pipeline::{self, InferenceStage, PipelineOptions, PipelineReport};
 use dinov3_perception::preprocess::{Preprocessor, ResizeMode};

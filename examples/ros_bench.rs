@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dinov3_perception::calibration::CameraCalibration;
-use dinov3_perception::commands::{bundled_heads, bundled_model};
+use dinov3_perception::config::share::{bundled_heads, bundled_model};
 use dinov3_perception::frame::SystemClock;
 use dinov3_perception::pipeline::Sink;
 use dinov3_perception::ros::msg::{Detection2DArray, Image, PointCloud2};

@@ -86,15 +86,6 @@ impl BankError {
             _ => true,
         }
     }
-
-    /// Process exit code (see [`crate::exit`]).
-    pub fn exit_code(&self) -> i32 {
-        if self.is_bad_input() {
-            crate::exit::BAD_INPUT
-        } else {
-            crate::exit::FAILURE
-        }
-    }
 }
 
 /// Options of `bank build`.

@@ -25,20 +25,19 @@
 //! * [`image_io`]: reading images from files with errors that name the file.
 //! * [`npz`]: writing float32 arrays as NumPy `.npz`.
 //! * [`tolerance`]: named numeric tolerances used to compare against PyTorch references.
-//! * [`commands`]: the bodies of the `run`, `inspect`, `features` and `predict` subcommands.
+//! * [`cli`]: one file per subcommand; `CommandError` and the exit codes.
+//! * [`config`]: flags -> parameters -> files -> overrides -> `validate()` -> `NodeConfig`.
 //! * [`calibration`]: camera_info YAML, undistortion maps, depth -> point cloud geometry.
 //! * [`ros`]: the ROS 2 node (ros2-client): messages, topics, QoS, parameters, services.
-//! * [`run`]: the `run` subcommand: parameters, calibration, model, heads, ROS node, pipeline.
-//! * [`exit`]: mapping errors to the process exit codes scripts rely on.
 
 pub mod backend;
 pub mod bank;
 pub mod calibration;
-pub mod commands;
+pub mod cli;
+pub mod config;
 pub mod dataset;
 pub mod display;
 pub mod eval;
-pub mod exit;
 pub mod features;
 pub mod frame;
 pub mod heads;
@@ -48,7 +47,6 @@ pub mod npz;
 pub mod pipeline;
 pub mod preprocess;
 pub mod ros;
-pub mod run;
 pub mod source;
 pub mod synthetic;
 pub mod telemetry;

@@ -47,6 +47,66 @@ pub enum PipelineError {
     /// A pipeline thread panicked (a bug).
     #[error("pipeline thread {0} panicked")]
     Panicked(&'static str),
+    /// The operating system would not start a pipeline thread (out of memory or threads).
+    #[error("cannot start the {thread} thread: {error}; the system is out of threads or memory")]
+    Spawn {
+        /// Which thread.
+        thread: &'static str,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
+impl PipelineError {
+    /// Whether this is the user's input to fix.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            PipelineError::Source(e) => e.is_bad_input(),
+            PipelineError::Backend(e) => e.is_bad_input(),
+            PipelineError::Preprocess(_) => true,
+            PipelineError::Panicked(_) | PipelineError::Spawn { .. } => false,
+        }
+    }
+}
+
+/// Why one frame could not be processed (the pipeline goes on with the next).
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    /// The frame could not be fitted to the model input.
+    #[error("frame {seq}: {error}")]
+    Preprocess {
+        /// Frame sequence number.
+        seq: u64,
+        /// What failed.
+        error: PreprocessError,
+    },
+    /// The backbone pass failed.
+    #[error("frame {seq}: {error}")]
+    Backbone {
+        /// Frame sequence number.
+        seq: u64,
+        /// What failed.
+        error: BackendError,
+    },
+    /// The backbone's outputs do not match its manifest.
+    #[error("frame {seq}: {error}")]
+    Features {
+        /// Frame sequence number.
+        seq: u64,
+        /// What failed.
+        error: FeaturesError,
+    },
+}
+
+impl InferenceError {
+    /// Whether the input (the image, or a model that disagrees with its manifest) is at fault
+    /// rather than the machine.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            InferenceError::Preprocess { .. } | InferenceError::Features { .. } => true,
+            InferenceError::Backbone { error, .. } => error.is_bad_input(),
+        }
+    }
 }
 
 /// Errors reported by a sink (logged, rate-limited; the pipeline goes on).
@@ -88,7 +148,7 @@ pub struct FrameResult {
     /// Outputs of the heads that ran on this frame (enabled and due), in head order.
     pub heads: Vec<NamedOutput>,
     /// Heads that failed on this frame, with the error.
-    pub head_errors: Vec<(String, String)>,
+    pub head_errors: Vec<(String, HeadError)>,
     /// Stage times.
     pub timings: FrameTimings,
     /// When the results were ready, on the node clock.
@@ -163,7 +223,11 @@ impl InferenceStage {
 
     /// Process one frame outside a pipeline run (offline tools): the same preprocessing,
     /// backbone pass and heads as the node.
-    pub fn run_frame(&mut self, frame: Frame, clock: &dyn Clock) -> Result<FrameResult, String> {
+    pub fn run_frame(
+        &mut self,
+        frame: Frame,
+        clock: &dyn Clock,
+    ) -> Result<FrameResult, InferenceError> {
         self.process(frame, Duration::ZERO, clock)
     }
 
@@ -172,17 +236,18 @@ impl InferenceStage {
         frame: Frame,
         queued: Duration,
         clock: &dyn Clock,
-    ) -> Result<FrameResult, String> {
+    ) -> Result<FrameResult, InferenceError> {
+        let seq = frame.seq;
         let t0 = Instant::now();
         let letterbox = self
             .preprocessor
             .run_into(&frame.view(), &mut self.input)
-            .map_err(|e| format!("frame {}: {e}", frame.seq))?;
+            .map_err(|error| InferenceError::Preprocess { seq, error })?;
         let t1 = Instant::now();
         let outputs = self
             .session
             .run(&self.input)
-            .map_err(|e| format!("frame {}: {e}", frame.seq))?;
+            .map_err(|error| InferenceError::Backbone { seq, error })?;
         self.backbone_passes.fetch_add(1, Ordering::Relaxed);
         let t2 = Instant::now();
         let (heads, head_errors) = if self.heads.is_empty() {
@@ -190,17 +255,12 @@ impl InferenceStage {
         } else {
             let size = self.preprocessor.input_size();
             let features = Features::new(&outputs, &self.manifest, size)
-                .map_err(|e| format!("frame {}: {e}", frame.seq))?;
+                .map_err(|error| InferenceError::Features { seq, error })?;
             let input = HeadInput {
                 features,
                 letterbox: &letterbox,
             };
-            let (heads, errors) = self.heads.run(&input, t2);
-            let errors = errors
-                .into_iter()
-                .map(|(name, e): (String, HeadError)| (name, e.to_string()))
-                .collect();
-            (heads, errors)
+            self.heads.run(&input, t2)
         };
         let t3 = Instant::now();
         Ok(FrameResult {
@@ -280,7 +340,7 @@ impl Status {
 }
 
 /// What happened in a run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PipelineReport {
     /// Wall time.
     pub elapsed: Duration,
@@ -303,7 +363,7 @@ pub struct PipelineReport {
     /// The source's counters.
     pub source: SourceStats,
     /// A source failure that ended the run early, if any.
-    pub source_error: Option<String>,
+    pub source_error: Option<SourceError>,
 }
 
 /// The sending half of a capacity-1 queue where the newest item wins.
@@ -449,7 +509,10 @@ pub fn run(
                         c.insert(name, count);
                     }
                 })
-                .map_err(|_| PipelineError::Panicked("sink spawn"))?,
+                .map_err(|error| PipelineError::Spawn {
+                    thread: "sink",
+                    error,
+                })?,
         );
     }
     let sink_drop_counters: Vec<(String, Arc<AtomicU64>)> = lanes
@@ -485,8 +548,8 @@ pub fn run(
                             break;
                         }
                         Err(e) => {
-                            log::error!("source {} failed: {e}", source.describe());
-                            error = Some(e.to_string());
+                            // Returned in the report (the caller reports it), not logged here.
+                            error = Some(e);
                             break;
                         }
                     }
@@ -494,7 +557,10 @@ pub fn run(
                 source.stop();
                 (source.stats(), error)
             })
-            .map_err(|_| PipelineError::Panicked("capture spawn"))?
+            .map_err(|error| PipelineError::Spawn {
+                thread: "capture",
+                error,
+            })?
     };
 
     // Inference thread.
@@ -553,7 +619,10 @@ pub fn run(
                 }
                 // Dropping `lanes` closes the sink queues; sinks drain and close.
             })
-            .map_err(|_| PipelineError::Panicked("inference spawn"))?
+            .map_err(|error| PipelineError::Spawn {
+                    thread: "inference",
+                    error,
+                })?
     };
 
     // Status reporting on the calling thread while the workers run.

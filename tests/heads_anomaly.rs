@@ -676,7 +676,7 @@ fn build_bank_errors() {
     let e = run(&empty, None);
     assert!(matches!(e, BankError::NoImages { .. }), "{e}");
     assert!(e.to_string().contains("--images"), "{e}");
-    assert_eq!(e.exit_code(), 2);
+    assert!(e.is_bad_input(), "{e}");
 
     let corrupt = tmp.path().join("corrupt");
     std::fs::create_dir_all(&corrupt).unwrap();

@@ -301,9 +301,8 @@ fn a_failing_source_ends_the_run_with_its_error() {
     assert!(
         report
             .source_error
-            .as_deref()
-            .unwrap_or("")
-            .contains("device vanished"),
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("device vanished")),
         "{report:?}"
     );
 }

@@ -12,7 +12,7 @@ pub const HEAD_FORMAT: &str = "dinov3_perception/head";
 pub const HEAD_FORMAT_VERSION: u32 = 1;
 
 /// What a head computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
     /// Boxes with classes.
@@ -30,6 +30,22 @@ pub enum Task {
 }
 
 impl Task {
+    /// Every head, in run order: the one list the parameters, the loader, the command line and
+    /// the topic table use.
+    pub const ALL: [Task; 6] = [
+        Task::Detection,
+        Task::Segmentation,
+        Task::Depth,
+        Task::Classification,
+        Task::Anomaly,
+        Task::Pca,
+    ];
+
+    /// The names of [`Task::ALL`].
+    pub fn names() -> Vec<&'static str> {
+        Task::ALL.iter().map(|t| t.as_str()).collect()
+    }
+
     /// The snake_case name used in manifests and parameters.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -40,6 +56,22 @@ impl Task {
             Task::Anomaly => "anomaly",
             Task::Pca => "pca",
         }
+    }
+}
+
+/// A name that is not one of [`Task::ALL`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0:?} is not a head; heads: detection, segmentation, depth, classification, anomaly, pca")]
+pub struct UnknownTask(pub String);
+
+impl std::str::FromStr for Task {
+    type Err = UnknownTask;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Task::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownTask(s.to_string()))
     }
 }
 

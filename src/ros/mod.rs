@@ -8,12 +8,10 @@
 //! * [`node`]: DDS participant (domain, loopback), node, names, remapping, QoS.
 //! * [`services`]: the rcl_interfaces parameter services in both request layouts.
 //! * [`publish`]: the pipeline sink that publishes, `/diagnostics`.
-//! * [`node_params`]: the parameters of the dinov3_perception node and what they change.
 
 pub mod args;
 pub mod msg;
 pub mod node;
-pub mod node_params;
 pub mod params;
 pub mod publish;
 pub mod services;

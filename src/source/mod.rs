@@ -11,13 +11,101 @@ pub mod files;
 pub mod pacing;
 pub mod ros_image;
 pub mod synthetic;
+// V4L2 capture: Linux, 64-bit (the ioctl structs of `v4l2/device.rs` are laid out for it) with
+// the generic ioctl encoding.
+#[cfg(all(
+    target_os = "linux",
+    target_pointer_width = "64",
+    not(any(
+        target_arch = "powerpc64",
+        target_arch = "mips64",
+        target_arch = "sparc64"
+    ))
+))]
 pub mod v4l2;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::frame::Frame;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::frame::{Clock, Frame};
+
+/// Image width the sources that take a size (synthetic, v4l2) use unless told otherwise.
+pub const DEFAULT_WIDTH: usize = 640;
+/// Image height the sources that take a size use unless told otherwise.
+pub const DEFAULT_HEIGHT: usize = 480;
+/// frame_id of frames when nothing names the camera.
+pub const DEFAULT_FRAME_ID: &str = "camera_optical_frame";
+
+/// One source's settings as the configuration resolved them (see `config`).
+#[derive(Debug, Clone)]
+pub enum SourceSettings {
+    /// The synthetic scene.
+    Synthetic(synthetic::SyntheticConfig),
+    /// A directory of images.
+    Files(files::FilesConfig),
+    /// A V4L2 camera.
+    #[cfg(all(
+        target_os = "linux",
+        target_pointer_width = "64",
+        not(any(
+            target_arch = "powerpc64",
+            target_arch = "mips64",
+            target_arch = "sparc64"
+        ))
+    ))]
+    V4l2(v4l2::V4l2Config),
+    /// A ROS image topic (read through the node: see [`ros_image::RosImageSource`]).
+    Ros {
+        /// The topic.
+        topic: String,
+    },
+}
+
+impl SourceSettings {
+    /// Open the source, its frames named `frame_id`. A `ros:` topic is read through the ROS
+    /// node, which this cannot reach: it is refused here.
+    pub fn open(
+        self,
+        frame_id: String,
+        clock: Arc<dyn Clock>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Box<dyn FrameSource>, SourceError> {
+        Ok(match self {
+            SourceSettings::Synthetic(c) => Box::new(synthetic::SyntheticSource::new(
+                synthetic::SyntheticConfig { frame_id, ..c },
+                clock,
+            )?),
+            SourceSettings::Files(c) => Box::new(files::FilesSource::new(
+                files::FilesConfig { frame_id, ..c },
+                clock,
+            )?),
+            #[cfg(all(
+                target_os = "linux",
+                target_pointer_width = "64",
+                not(any(
+                    target_arch = "powerpc64",
+                    target_arch = "mips64",
+                    target_arch = "sparc64"
+                ))
+            ))]
+            SourceSettings::V4l2(c) => Box::new(
+                v4l2::V4l2Source::new(v4l2::V4l2Config { frame_id, ..c }, clock)?
+                    .with_stop_flag(stop),
+            ),
+            SourceSettings::Ros { topic } => {
+                let _ = stop;
+                return Err(SourceError::BadSpec {
+                    spec: format!("ros:{topic}"),
+                    reason: "an image topic is read by the ROS node (run without --no-ros)".into(),
+                });
+            }
+        })
+    }
+}
 
 /// Errors from a source. Each names the device or file and the fix.
 #[derive(Debug, thiserror::Error)]

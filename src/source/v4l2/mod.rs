@@ -14,7 +14,8 @@
 //!   about 100 ms, also while waiting for the camera to come back.
 //!
 //! The device sits behind the small [`CaptureDevice`] trait: [`V4l2Device`] is the real one
-//! (through the `v4l` crate) and `testing::FakeDevice` replays recorded buffers and fails on
+//! (`linuxvideo` for the device, our own memory-mapped stream for
+//! buffer timestamps and sequence numbers) and `testing::FakeDevice` replays recorded buffers and fails on
 //! demand, so all of the above is tested without a camera.
 //!
 //! # Capture stamps
@@ -383,257 +384,8 @@ pub trait CaptureDevice: Send {
     fn close(&mut self);
 }
 
-// ---------------------------------------------------------------------------------------------
-// The real device
-
-/// Linux `POLLIN` (the `libc` crate is not a dependency of ours).
-const POLLIN: i16 = 0x0001;
-/// Linux `ENODEV`.
-const ENODEV: i32 = 19;
-/// Linux `ENXIO`.
-const ENXIO: i32 = 6;
-/// Linux `EBUSY`.
-const EBUSY: i32 = 16;
-
-/// A V4L2 camera through the `v4l` crate, streaming with memory-mapped buffers.
-#[derive(Default)]
-pub struct V4l2Device {
-    // Field order is drop order: the stream before the device it belongs to.
-    stream: Option<v4l::io::mmap::Stream<'static>>,
-    device: Option<v4l::Device>,
-    /// The first buffer has been dequeued (the stream is running and our own poll can wait).
-    started: bool,
-}
-
-impl V4l2Device {
-    /// A closed device; [`CaptureDevice::open`] opens it.
-    pub fn new() -> Self {
-        V4l2Device::default()
-    }
-}
-
-impl Drop for V4l2Device {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-fn open_error(e: io::Error) -> DeviceError {
-    match (e.kind(), e.raw_os_error()) {
-        (io::ErrorKind::NotFound, _) | (_, Some(ENODEV | ENXIO)) => DeviceError::NotFound,
-        (io::ErrorKind::PermissionDenied, _) => DeviceError::PermissionDenied,
-        (_, Some(EBUSY)) => DeviceError::Io(io::Error::new(
-            e.kind(),
-            format!(
-                "{e}: another program (a browser, cheese, another node) is streaming from this \
-                 camera; close it"
-            ),
-        )),
-        _ => DeviceError::Io(e),
-    }
-}
-
-/// Everything the device lists, as `v4l2-ctl --list-formats-ext` would. Enumeration failures
-/// leave lists empty (meaning "try it") rather than failing the open.
-fn enumerate(device: &v4l::Device) -> Vec<OfferedFormat> {
-    use v4l::frameinterval::FrameIntervalEnum;
-    use v4l::framesize::FrameSizeEnum;
-    use v4l::video::Capture;
-
-    let interval = |f: v4l::Fraction| Interval {
-        numerator: f.numerator,
-        denominator: f.denominator,
-    };
-    let mut offered = Vec::new();
-    for desc in device.enum_formats().unwrap_or_default() {
-        let mut sizes = Vec::new();
-        for fs in device.enum_framesizes(desc.fourcc).unwrap_or_default() {
-            match fs.size {
-                FrameSizeEnum::Discrete(d) => {
-                    let intervals = device
-                        .enum_frameintervals(desc.fourcc, d.width, d.height)
-                        .unwrap_or_default();
-                    let mut discrete = Vec::new();
-                    let mut rates = FrameRates::Unknown;
-                    for fi in intervals {
-                        match fi.interval {
-                            FrameIntervalEnum::Discrete(f) => discrete.push(interval(f)),
-                            FrameIntervalEnum::Stepwise(s) => {
-                                rates = FrameRates::Stepwise {
-                                    min: interval(s.min),
-                                    max: interval(s.max),
-                                }
-                            }
-                        }
-                    }
-                    if !discrete.is_empty() {
-                        rates = FrameRates::Discrete(discrete);
-                    }
-                    sizes.push(OfferedSize {
-                        size: FrameSizes::Discrete {
-                            width: d.width,
-                            height: d.height,
-                        },
-                        rates,
-                    });
-                }
-                FrameSizeEnum::Stepwise(s) => sizes.push(OfferedSize {
-                    size: FrameSizes::Stepwise {
-                        min_width: s.min_width,
-                        max_width: s.max_width,
-                        step_width: s.step_width,
-                        min_height: s.min_height,
-                        max_height: s.max_height,
-                        step_height: s.step_height,
-                    },
-                    rates: FrameRates::Unknown,
-                }),
-            }
-        }
-        offered.push(OfferedFormat {
-            fourcc: desc.fourcc.repr,
-            description: desc.description,
-            sizes,
-        });
-    }
-    offered
-}
-
-/// `Some(duration)` for a valid `timeval`.
-fn timestamp_duration(ts: v4l::Timestamp) -> Option<Duration> {
-    let sec = u64::try_from(ts.sec).ok()?;
-    let usec = u32::try_from(ts.usec).ok().filter(|&u| u < 1_000_000)?;
-    Some(Duration::new(sec, usec * 1000))
-}
-
-impl CaptureDevice for V4l2Device {
-    fn open(&mut self, path: &Path, request: &CaptureRequest) -> Result<OpenedDevice, DeviceError> {
-        use v4l::video::Capture;
-
-        self.close();
-        // `v4l` panics on a path with a NUL byte; such a path cannot exist anyway.
-        if path.as_os_str().as_encoded_bytes().contains(&0) {
-            return Err(DeviceError::NotFound);
-        }
-        let resolved_path = std::fs::canonicalize(path).map_err(open_error)?;
-        let device = v4l::Device::with_path(path).map_err(open_error)?;
-        // Not `query_caps`: v4l 0.14 panics on a card name that is not valid UTF-8. A node that
-        // cannot capture (a UVC metadata node) lists no formats, which says as much.
-        let offered = enumerate(&device);
-        if !request_is_offered(&offered, request) {
-            return Err(DeviceError::FormatNotOffered { offered });
-        }
-        let fourcc = v4l::FourCC::new(&request.format.fourcc());
-        let wanted = v4l::Format::new(request.width, request.height, fourcc);
-        let format = device.set_format(&wanted).map_err(DeviceError::Io)?;
-        if (format.fourcc, format.width, format.height) != (fourcc, request.width, request.height) {
-            // The driver adjusted the request to something else.
-            return Err(DeviceError::FormatNotOffered { offered });
-        }
-        let fps = match device.set_params(&v4l::video::capture::Parameters::with_fps(request.fps)) {
-            Ok(p) => Interval {
-                numerator: p.interval.numerator,
-                denominator: p.interval.denominator,
-            }
-            .fps(),
-            Err(e) => {
-                // Some drivers (v4l2loopback, some capture cards) have no frame rate control.
-                debug!("{}: cannot set the frame rate: {e}", path.display());
-                None
-            }
-        };
-        let mut stream = v4l::io::mmap::Stream::with_buffers(
-            &device,
-            v4l::buffer::Type::VideoCapture,
-            request.buffers,
-        )
-        .map_err(open_error)?;
-        // Bounds the wait for the first frame; later waits use our own poll (`next_buffer`).
-        stream.set_timeout(request.stall_timeout);
-        self.stream = Some(stream);
-        self.device = Some(device);
-        self.started = false;
-        Ok(OpenedDevice {
-            resolved_path,
-            layout: FrameLayout {
-                format: request.format,
-                width: format.width,
-                height: format.height,
-                bytes_per_line: format.stride,
-            },
-            fps,
-        })
-    }
-
-    fn next_buffer(&mut self, wait: Duration) -> Result<Option<CapturedBuffer<'_>>, DeviceError> {
-        use v4l::buffer::Flags;
-        use v4l::io::traits::CaptureStream;
-
-        let lost = |e: io::Error| DeviceError::Lost {
-            reason: e.to_string(),
-        };
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(DeviceError::Lost {
-                reason: "not open".into(),
-            });
-        };
-        if self.started {
-            // Wait here, in slices, rather than inside `next()`: a timeout inside `next()`
-            // leaves the v4l stream re-queueing a buffer that is already queued. N-1 buffers
-            // are queued while we hold one, so readiness means a filled buffer (or an error,
-            // which `next()` then reports).
-            let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
-            match stream.handle().poll(POLLIN, ms) {
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
-                Err(e) => return Err(lost(e)),
-            }
-        }
-        let (data, meta) = match CaptureStream::next(stream) {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                return Err(DeviceError::Lost {
-                    reason: "no frame since the stream started".into(),
-                })
-            }
-            Err(e) => return Err(lost(e)),
-        };
-        self.started = true;
-        let used = (meta.bytesused as usize).min(data.len());
-        let monotonic = meta.flags & Flags::TIMESTAMP_MASK == Flags::TIMESTAMP_MONOTONIC;
-        Ok(Some(CapturedBuffer {
-            data: &data[..used],
-            timestamp: if monotonic {
-                timestamp_duration(meta.timestamp)
-            } else {
-                None
-            },
-            sequence: meta.sequence,
-            error_flag: meta.flags.contains(Flags::ERROR),
-        }))
-    }
-
-    fn close(&mut self) {
-        use v4l::io::traits::Stream as _;
-
-        if let Some(mut stream) = self.stream.take() {
-            // v4l's `Stream::drop` panics when VIDIOC_STREAMOFF fails with anything but ENODEV
-            // (its unplug case). Stop it here first; should it fail otherwise, leak the buffers
-            // rather than take the process down.
-            match stream.stop() {
-                Ok(()) => drop(stream),
-                Err(e) if e.raw_os_error() == Some(ENODEV) => drop(stream),
-                Err(e) => {
-                    warn!("stopping the V4L2 stream failed ({e}); leaking its buffers");
-                    std::mem::forget(stream);
-                }
-            }
-        }
-        self.device = None;
-        self.started = false;
-    }
-}
+mod device;
+pub use device::V4l2Device;
 
 // ---------------------------------------------------------------------------------------------
 // The source
@@ -688,12 +440,12 @@ impl V4l2Config {
         V4l2Config {
             path: path.into(),
             format: PixelFormat::Yuyv,
-            width: 640,
-            height: 480,
+            width: super::DEFAULT_WIDTH as u32,
+            height: super::DEFAULT_HEIGHT as u32,
             fps: 30,
             buffers: 4,
             yuv: YuvEncoding::default(),
-            frame_id: "camera_optical_frame".into(),
+            frame_id: super::DEFAULT_FRAME_ID.into(),
             reconnect: Backoff::default(),
             stall_timeout: Duration::from_secs(5),
         }

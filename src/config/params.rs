@@ -1,0 +1,213 @@
+//! The node's declared parameters: name, type, default, range, description. Every default of
+//! the node is written here once; a command-line flag that was given replaces its parameter's
+//! default, so a flag and a parameter mean the same thing (a parameter file or `-p` wins).
+
+use std::path::Path;
+
+use super::flags::{BackboneFlags, RunFlags};
+use super::ConfigError;
+use crate::heads::manifest::Task;
+use crate::heads::HeadControl;
+use crate::preprocess::ResizeMode;
+use crate::ros::params::{ParamSpec, ParamTable, ParameterValue, Range};
+use crate::source::SourceSpec;
+
+/// Default backend.
+pub const DEFAULT_BACKEND: &str = "tract";
+/// Default matrix-product threads (0 = all cores).
+pub const DEFAULT_THREADS: usize = 0;
+/// Default resize mode name.
+pub const DEFAULT_RESIZE: &str = "stretch";
+/// Default seconds between status lines.
+pub const DEFAULT_STATUS_INTERVAL: f64 = 1.0;
+/// Default frames the PCA basis is fitted on.
+pub const DEFAULT_PCA_FIT_FRAMES: usize = 30;
+/// Default point cloud pixel stride.
+pub const DEFAULT_POINTS_STRIDE: i64 = 4;
+
+/// Run-time settings of heads exposed as `<head>.<setting>` parameters (range 0..1).
+pub const HEAD_SETTINGS: [(Task, &str, &str); 2] = [
+    (
+        Task::Detection,
+        "score_threshold",
+        "minimum class score of a detection (default: the head manifest's)",
+    ),
+    (
+        Task::Detection,
+        "nms_iou_threshold",
+        "IoU above which non-maximum suppression removes the weaker box of a class (default: the head manifest's)",
+    ),
+];
+
+/// `stretch` | `letterbox`.
+pub fn parse_resize(text: &str) -> Result<ResizeMode, String> {
+    match text {
+        "stretch" => Ok(ResizeMode::Stretch),
+        "letterbox" => Ok(ResizeMode::Letterbox),
+        _ => Err(format!("{text:?}: give stretch or letterbox")),
+    }
+}
+
+fn s(v: &str) -> ParameterValue {
+    ParameterValue::String(v.to_string())
+}
+
+fn path_text(p: Option<&Path>) -> ParameterValue {
+    s(&p.map(|p| p.display().to_string()).unwrap_or_default())
+}
+
+fn usage(flag: &str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Usage(format!("{flag}: {reason}"))
+}
+
+/// A head named on the command line (`what` is the flag and its value), checked against
+/// [`Task::ALL`].
+fn head_of(what: &str, name: &str) -> Result<Task, ConfigError> {
+    name.parse::<Task>().map_err(|_| {
+        usage(
+            what,
+            format!("no such head (heads: {})", Task::names().join(", ")),
+        )
+    })
+}
+
+/// The backbone's declared parameters with the flags' values as defaults.
+fn backbone_specs(b: &BackboneFlags) -> Result<Vec<ParamSpec>, ConfigError> {
+    use ParameterValue::*;
+    if let Some(text) = &b.resize {
+        parse_resize(text).map_err(|e| usage("--resize", e))?;
+    }
+    Ok(vec![
+        ParamSpec::new(
+            "backend",
+            s(b.backend.as_deref().unwrap_or(DEFAULT_BACKEND)),
+            "inference backend (tract)",
+        )
+        .read_only(),
+        ParamSpec::new(
+            "threads",
+            Integer(b.threads.unwrap_or(DEFAULT_THREADS) as i64),
+            "threads for matrix products (0 = all cores)",
+        )
+        .read_only()
+        .range(Range::Integer { from: 0, to: 1024 }),
+        ParamSpec::new(
+            "input_size",
+            s(b.input_size.as_deref().unwrap_or("")),
+            "HEIGHTxWIDTH model input for dynamic models (empty = the model's)",
+        )
+        .read_only(),
+        ParamSpec::new(
+            "resize",
+            s(b.resize.as_deref().unwrap_or(DEFAULT_RESIZE)),
+            "fit frames to the model input: stretch | letterbox",
+        )
+        .read_only(),
+    ])
+}
+
+/// The node's declared parameters, defaults replaced by the flags that were given. A flag value
+/// that breaks its parameter's rules is an error naming the flag.
+pub fn declare(flags: &RunFlags) -> Result<ParamTable, ConfigError> {
+    use ParameterValue::*;
+    let mut disabled = Vec::new();
+    for name in &flags.disable_heads {
+        disabled.push(head_of(&format!("--disable-head {name}"), name)?);
+    }
+    let mut rates = Vec::new();
+    for (name, hz) in &flags.head_rates {
+        let task = head_of(&format!("--head-rate {name}={hz}"), name)?;
+        HeadControl::new()
+            .set_rate_hz(*hz)
+            .map_err(|e| usage(&format!("--head-rate {name}={hz}"), e))?;
+        rates.push((task, *hz));
+    }
+    let source = flags.source.clone().unwrap_or(SourceSpec::Synthetic);
+    let mut specs = vec![
+        ParamSpec::new("source", s(&source.to_string()), "frame source: synthetic | v4l2:/dev/videoN | dir:PATH | ros:TOPIC (a topic ending in /compressed is sensor_msgs/CompressedImage)").read_only(),
+        ParamSpec::new("model", path_text(flags.model.as_deref()), "backbone .onnx (empty = the bundled tiny demo model)").read_only(),
+        ParamSpec::new("heads_dir", path_text(flags.heads.as_deref()), "task heads directory (empty = the demo heads with the bundled model)").read_only(),
+        ParamSpec::new("heads_enabled", Boolean(!flags.no_heads), "load the task heads at all (false = backbone only)").read_only(),
+        ParamSpec::new("max_frames", Integer(flags.max_frames.unwrap_or(0) as i64), "stop after this many processed frames (0 = run until stopped)").read_only().range(Range::Integer { from: 0, to: i64::MAX }),
+        ParamSpec::new("fps", Double(flags.fps.unwrap_or(0.0)), "source frame rate (0 = the source's default)").read_only().range(Range::Double { from: 0.0, to: 1000.0 }),
+        ParamSpec::new("width", Integer(flags.width.unwrap_or(crate::source::DEFAULT_WIDTH) as i64), "requested image width (synthetic, v4l2)").read_only().range(Range::Integer { from: 16, to: 16384 }),
+        ParamSpec::new("height", Integer(flags.height.unwrap_or(crate::source::DEFAULT_HEIGHT) as i64), "requested image height (synthetic, v4l2)").read_only().range(Range::Integer { from: 16, to: 16384 }),
+        ParamSpec::new("pixel_format", s(&flags.pixel_format.map(|f| f.to_string().to_ascii_lowercase()).unwrap_or_default()), "v4l2 pixel format: yuyv | mjpeg | rgb24 | grey (empty = pick automatically)").read_only(),
+        ParamSpec::new("seed", Integer(flags.seed.unwrap_or(0) as i64), "synthetic scene seed").read_only().range(Range::Integer { from: 0, to: i64::MAX }),
+        ParamSpec::new("loop_files", Boolean(flags.loop_files), "loop over the images of a dir: source").read_only(),
+    ];
+    specs.extend(backbone_specs(&flags.backbone)?);
+    specs.extend([
+        ParamSpec::new("frame_id", s(flags.frame_id.as_deref().unwrap_or("")), "frame_id of published headers (empty = the calibration's camera_name, else the image messages' or camera_optical_frame)").read_only(),
+        ParamSpec::new("calibration_file", s(""), "camera_info YAML (empty = the synthetic camera for the synthetic source, none otherwise)").read_only(),
+        ParamSpec::new("undistort", Boolean(false), "undistort frames before the backbone with the calibration (maps computed once)").read_only(),
+        ParamSpec::new("points.enabled", Boolean(true), "publish dinov3/points from depth and the calibration"),
+        ParamSpec::new("points.stride", Integer(DEFAULT_POINTS_STRIDE), "pixel stride of the organised point cloud").range(Range::Integer { from: 1, to: 64 }),
+        ParamSpec::new("points.rgb", Boolean(true), "colour the points from the frame"),
+        ParamSpec::new("debug_image", Boolean(false), "publish dinov3/debug_image (the frame with detections drawn)"),
+        ParamSpec::new("qos.reliable_topics", s(""), "comma-separated topics (as listed in the README) published reliable instead of best effort").read_only(),
+        ParamSpec::new("status_interval", Double(flags.status_interval.unwrap_or(DEFAULT_STATUS_INTERVAL)), "seconds between status lines and /diagnostics messages").read_only().range(Range::Double { from: 0.05, to: 3600.0 }),
+        ParamSpec::new("pca_fit_frames", Integer(flags.pca_fit_frames.unwrap_or(DEFAULT_PCA_FIT_FRAMES) as i64), "frames the PCA feature image fits its basis on").read_only().range(Range::Integer { from: 1, to: 100_000 }),
+    ]);
+    for task in Task::ALL {
+        let head = task.as_str();
+        let rate = rates
+            .iter()
+            .rev()
+            .find(|(t, _)| *t == task)
+            .map_or(0.0, |(_, r)| *r);
+        specs.push(ParamSpec::new(
+            format!("heads.{head}.enabled"),
+            Boolean(!disabled.contains(&task)),
+            &format!("run the {head} head"),
+        ));
+        specs.push(
+            ParamSpec::new(
+                format!("heads.{head}.rate_hz"),
+                Double(rate),
+                &format!("most {head} runs per second (0 = every frame)"),
+            )
+            .range(Range::Double {
+                from: 0.0,
+                to: 1000.0,
+            }),
+        );
+    }
+    for (task, setting, text) in HEAD_SETTINGS {
+        // NaN = not given: the head manifest's value is filled in once the heads are loaded.
+        specs.push(
+            ParamSpec::new(
+                format!("{}.{setting}", task.as_str()),
+                Double(f64::NAN),
+                text,
+            )
+            .range(Range::Double { from: 0.0, to: 1.0 }),
+        );
+    }
+    let table = ParamTable::new(specs);
+    // The flags' values obey the same rules as the parameters they set.
+    let given: [(&str, bool, &str); 6] = [
+        (
+            "--status-interval",
+            flags.status_interval.is_some(),
+            "status_interval",
+        ),
+        ("--fps", flags.fps.is_some(), "fps"),
+        ("--width", flags.width.is_some(), "width"),
+        ("--height", flags.height.is_some(), "height"),
+        (
+            "--pca-fit-frames",
+            flags.pca_fit_frames.is_some(),
+            "pca_fit_frames",
+        ),
+        ("--threads", flags.backbone.threads.is_some(), "threads"),
+    ];
+    for (flag, is_given, name) in given {
+        if let (true, Some(spec)) = (is_given, table.spec(name)) {
+            table
+                .check(name, spec.default.clone())
+                .map_err(|e| usage(flag, e))?;
+        }
+    }
+    Ok(table)
+}

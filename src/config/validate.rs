@@ -1,0 +1,298 @@
+//! `validate()`: the resolved parameter values -> the typed sections of [`NodeConfig`]. Values
+//! that need parsing (source, pixel format, input size, resize) and rules between parameters
+//! are checked here; every error names the parameter and where its value came from.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::params::{
+    parse_resize, DEFAULT_BACKEND, DEFAULT_RESIZE, DEFAULT_THREADS, HEAD_SETTINGS,
+};
+use super::share::{bundled_heads, bundled_model};
+use super::{
+    BackboneConfig, BackboneFlags, CalibrationConfig, ConfigError, HeadSetting, HeadsSection,
+    NodeConfig, ResolvedParams, RosConfig, SinksConfig,
+};
+use crate::heads::loader::HeadsConfig;
+use crate::heads::manifest::Task;
+use crate::model::InputSize;
+use crate::pipeline::PipelineOptions;
+use crate::ros::node::NodeSettings;
+use crate::ros::params::{value_text, ParamError, ParameterValue};
+use crate::source::convert::PixelFormat;
+use crate::source::files::FilesConfig;
+use crate::source::synthetic::SyntheticConfig;
+use crate::source::{SourceSettings, SourceSpec};
+
+/// Parse `HxW` (e.g. `224x224`).
+pub fn parse_input_size(text: &str) -> Result<InputSize, String> {
+    let usage =
+        || format!("input size {text:?} is not HEIGHTxWIDTH (e.g. 224x224, multiples of 16)");
+    let (h, w) = text.split_once(['x', 'X']).ok_or_else(usage)?;
+    Ok(InputSize {
+        height: h.trim().parse().map_err(|_| usage())?,
+        width: w.trim().parse().map_err(|_| usage())?,
+    })
+}
+
+/// The backbone of an offline command.
+pub(super) fn backbone_from_flags(
+    model: PathBuf,
+    flags: &BackboneFlags,
+) -> Result<BackboneConfig, ConfigError> {
+    let usage = |flag: &str, e: String| ConfigError::Usage(format!("{flag}: {e}"));
+    Ok(BackboneConfig {
+        model,
+        bundled: false,
+        input_size: flags
+            .input_size
+            .as_deref()
+            .map(parse_input_size)
+            .transpose()
+            .map_err(|e| usage("--input-size", e))?,
+        resize: parse_resize(flags.resize.as_deref().unwrap_or(DEFAULT_RESIZE))
+            .map_err(|e| usage("--resize", e))?,
+        backend: flags
+            .backend
+            .clone()
+            .unwrap_or_else(|| DEFAULT_BACKEND.into()),
+        threads: flags.threads.unwrap_or(DEFAULT_THREADS),
+    })
+}
+
+/// Typed reads of the resolved values (their types were checked when they were resolved).
+struct Values<'a>(&'a BTreeMap<String, ParameterValue>);
+
+impl Values<'_> {
+    fn get(&self, n: &str) -> ParameterValue {
+        self.0.get(n).cloned().unwrap_or(ParameterValue::NotSet)
+    }
+    fn string(&self, n: &str) -> String {
+        match self.get(n) {
+            ParameterValue::String(v) => v,
+            _ => String::new(),
+        }
+    }
+    fn int(&self, n: &str) -> i64 {
+        match self.get(n) {
+            ParameterValue::Integer(v) => v,
+            _ => 0,
+        }
+    }
+    fn double(&self, n: &str) -> f64 {
+        match self.get(n) {
+            ParameterValue::Double(v) => v,
+            _ => f64::NAN,
+        }
+    }
+    fn boolean(&self, n: &str) -> bool {
+        matches!(self.get(n), ParameterValue::Boolean(true))
+    }
+    fn path(&self, n: &str) -> Option<PathBuf> {
+        let v = self.string(n);
+        (!v.is_empty()).then(|| PathBuf::from(v))
+    }
+    fn invalid(&self, name: &str, reason: impl Into<String>) -> ParamError {
+        ParamError::Invalid {
+            name: name.to_string(),
+            origin: format!("value {}", value_text(&self.get(name))),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn source_settings(v: &Values) -> Result<(SourceSpec, SourceSettings), ConfigError> {
+    let spec = v
+        .string("source")
+        .parse::<SourceSpec>()
+        .map_err(|e| v.invalid("source", e.to_string()))?;
+    let fps = Some(v.double("fps")).filter(|f| *f > 0.0);
+    let width = v.int("width") as usize;
+    let height = v.int("height") as usize;
+    let pixel_format = match v.string("pixel_format").as_str() {
+        "" => None,
+        other => Some(
+            other
+                .parse::<PixelFormat>()
+                .map_err(|e| v.invalid("pixel_format", e.to_string()))?,
+        ),
+    };
+    let settings = match spec.clone() {
+        SourceSpec::Synthetic => {
+            let d = SyntheticConfig::default();
+            SourceSettings::Synthetic(SyntheticConfig {
+                width,
+                height,
+                fps: fps.unwrap_or(d.fps),
+                seed: v.int("seed") as u64,
+                ..d
+            })
+        }
+        SourceSpec::Dir(dir) => {
+            let mut c = FilesConfig::new(dir);
+            c.loop_forever = v.boolean("loop_files");
+            if let Some(fps) = fps {
+                c.fps = fps;
+            }
+            SourceSettings::Files(c)
+        }
+        #[cfg(all(
+            target_os = "linux",
+            target_pointer_width = "64",
+            not(any(
+                target_arch = "powerpc64",
+                target_arch = "mips64",
+                target_arch = "sparc64"
+            ))
+        ))]
+        SourceSpec::V4l2(path) => {
+            let mut c = crate::source::v4l2::V4l2Config::new(path);
+            if let Some(f) = pixel_format {
+                c.format = f;
+            }
+            // The parameter ranges (16..16384) fit u32.
+            c.width = width as u32;
+            c.height = height as u32;
+            if let Some(fps) = fps {
+                if fps < 1.0 {
+                    return Err(v
+                        .invalid("fps", "a camera rate is 1..1000 frames per second")
+                        .into());
+                }
+                c.fps = fps.round() as u32;
+            }
+            SourceSettings::V4l2(c)
+        }
+        #[cfg(not(all(
+            target_os = "linux",
+            target_pointer_width = "64",
+            not(any(
+                target_arch = "powerpc64",
+                target_arch = "mips64",
+                target_arch = "sparc64"
+            ))
+        )))]
+        SourceSpec::V4l2(path) => {
+            let _ = (pixel_format, path);
+            return Err(v
+                .invalid(
+                    "source",
+                    "V4L2 cameras are read on 64-bit Linux only; use a ros: image topic or dir: images here",
+                )
+                .into());
+        }
+        SourceSpec::Ros(topic) => SourceSettings::Ros { topic },
+    };
+    Ok((spec, settings))
+}
+
+/// The resolved values -> [`NodeConfig`].
+pub(super) fn validate(
+    params: ResolvedParams,
+    mut node: NodeSettings,
+    ros_enabled: bool,
+) -> Result<NodeConfig, ConfigError> {
+    let v = Values(&params.values);
+    let (source_spec, source) = source_settings(&v)?;
+
+    let given_model = v.path("model");
+    let backbone = BackboneConfig {
+        bundled: given_model.is_none(),
+        model: given_model.clone().unwrap_or_else(bundled_model),
+        input_size: match v.string("input_size").as_str() {
+            "" => None,
+            text => Some(parse_input_size(text).map_err(|e| v.invalid("input_size", e))?),
+        },
+        resize: parse_resize(&v.string("resize")).map_err(|e| v.invalid("resize", e))?,
+        backend: v.string("backend"),
+        threads: v.int("threads") as usize,
+    };
+
+    let enabled: BTreeMap<Task, bool> = Task::ALL
+        .iter()
+        .map(|t| (*t, v.boolean(&format!("heads.{}.enabled", t.as_str()))))
+        .collect();
+    let rate_hz: BTreeMap<Task, f64> = Task::ALL
+        .iter()
+        .map(|t| (*t, v.double(&format!("heads.{}.rate_hz", t.as_str()))))
+        .collect();
+    let dir = match (v.path("heads_dir"), &given_model) {
+        (Some(dir), _) => Some(dir),
+        (None, None) => Some(bundled_heads()),
+        (None, Some(_)) => None,
+    };
+    let heads = HeadsSection {
+        load: v.boolean("heads_enabled").then(|| HeadsConfig {
+            dir,
+            pca: enabled.get(&Task::Pca).copied().unwrap_or(true),
+            pca_fit_frames: v.int("pca_fit_frames") as usize,
+        }),
+        enabled,
+        rate_hz,
+        settings: HEAD_SETTINGS
+            .iter()
+            .filter_map(|(task, name, _)| {
+                let value = v.double(&format!("{}.{name}", task.as_str()));
+                (!value.is_nan()).then_some(HeadSetting {
+                    task: *task,
+                    name,
+                    value,
+                })
+            })
+            .collect(),
+    };
+
+    let calibration = CalibrationConfig {
+        file: v.path("calibration_file"),
+        undistort: v.boolean("undistort"),
+    };
+    let is_synthetic = matches!(source, SourceSettings::Synthetic(_));
+    if calibration.undistort && calibration.file.is_none() && !is_synthetic {
+        return Err(ConfigError::Usage(
+            "undistort:=true needs a calibration: set calibration_file to a camera_info YAML (see calibration/README.md)".into(),
+        ));
+    }
+
+    node.reliable_topics = v
+        .string("qos.reliable_topics")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    let ros = RosConfig {
+        enabled: ros_enabled,
+        node,
+        debug_image: v.boolean("debug_image"),
+        points_enabled: v.boolean("points.enabled"),
+        points_stride: v.int("points.stride").max(1) as usize,
+        points_rgb: v.boolean("points.rgb"),
+    };
+    if let SourceSettings::Ros { topic } = &source {
+        if !ros.enabled {
+            return Err(ConfigError::Usage(format!(
+                "source ros:{topic} needs the ROS node: drop --no-ros"
+            )));
+        }
+    }
+    let status_interval = Duration::from_secs_f64(v.double("status_interval"));
+    let pipeline = PipelineOptions {
+        max_frames: Some(v.int("max_frames") as u64).filter(|n| *n > 0),
+        status_interval: Some(status_interval),
+        ..PipelineOptions::default()
+    };
+    let frame_id = Some(v.string("frame_id")).filter(|f| !f.is_empty());
+    Ok(NodeConfig {
+        source_spec,
+        source,
+        frame_id,
+        calibration,
+        backbone,
+        heads,
+        ros,
+        sinks: SinksConfig { status_interval },
+        pipeline,
+        params,
+    })
+}
