@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::preprocess::RgbImageView;
+use crate::frame::RgbImageView;
 
 /// Errors reading an image file.
 #[derive(Debug, thiserror::Error)]
