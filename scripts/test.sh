@@ -5,18 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The v4l crate generates its bindings with bindgen, which needs libclang.
-# (libclang-cpp, which a fresh machine may have, is not what bindgen loads.)
-if ! ldconfig -p | grep -E 'libclang(-[0-9.]+)?\.so' > /dev/null; then
-    echo "== installing libclang (for the v4l crate's bindgen)"
-    if [[ $(id -u) -eq 0 ]]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang1-14
-    else
-        echo "libclang is missing: run 'sudo apt-get install libclang1-14' (Debian/Ubuntu)" >&2
-        exit 2
-    fi
-fi
-
 VENV=${VENV:-.venv}
 REQ=models/requirements.txt
 STAMP="$VENV/.requirements.sha256"
@@ -29,6 +17,12 @@ if [[ ! -x "$VENV/bin/python" || ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]
     echo "$want" > "$STAMP"
 fi
 
+echo "== the default build needs no system headers: no bindgen among the build dependencies"
+if cargo tree -e build --prefix none --edges normal,build | grep -E '^bindgen ' > /dev/null; then
+    echo "bindgen is in the default build's dependency tree (it needs libclang):" >&2
+    cargo tree -e build -i bindgen >&2
+    exit 1
+fi
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
@@ -38,6 +32,8 @@ cargo build --quiet --bin dinov3_perception --no-default-features --features hum
 mkdir -p target/humble
 cp target/debug/dinov3_perception target/humble/dinov3_perception
 cargo build --quiet --bin dinov3_perception   # target/debug/ holds the default (Jazzy) build again
+echo "== cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 echo "== cargo test"
 cargo test --all-targets
 echo "== pytest tests/python"

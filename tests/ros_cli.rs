@@ -161,6 +161,24 @@ fn calibration_errors_at_start_up() {
 }
 
 #[test]
+fn a_source_failure_mid_run_keeps_its_cause_and_exit_code() {
+    // dir: frames are 320x240; the calibration is for 640x480. The mismatch shows on the first
+    // frame, after start-up: still bad input (exit 2), with the cause named.
+    let o = bin(&[
+        "run",
+        "--no-ros",
+        "--source",
+        "dir:tests/fixtures/camera",
+        "--ros-args",
+        "-p",
+        "calibration_file:=calibration/synthetic_640x480.yaml",
+    ]);
+    assert_bad_input(&o, &["the source failed", "calibration_file", "320x240"]);
+    // Reported once: not also logged by the capture thread.
+    assert_eq!(stderr(&o).matches("320x240").count(), 1, "{}", stderr(&o));
+}
+
+#[test]
 fn undistorts_with_a_real_calibration() {
     let o = bin(&[
         "run",

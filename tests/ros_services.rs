@@ -105,7 +105,7 @@ where
         .unwrap();
     let client = std::sync::Arc::new(client);
     for _attempt in 0..40 {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(1);
         let c = client.clone();
         let r = req.clone();
         std::thread::spawn(move || {

@@ -1,7 +1,6 @@
 //! The directory source: order, looping, skipping corrupt files, and the errors for bad folders.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,14 +8,8 @@ use dinov3_perception::frame::{Clock, Stamp};
 use dinov3_perception::source::files::{list_images, FilesConfig, FilesSource};
 use dinov3_perception::source::{FrameSource, SourceError};
 
-/// A clock the test sets; sleeping advances it.
-struct MockClock(AtomicU64);
-
-impl Clock for MockClock {
-    fn now(&self) -> Stamp {
-        Stamp(self.0.load(Ordering::SeqCst))
-    }
-}
+mod support;
+use support::clock::ManualClock;
 
 const T0: u64 = 1_700_000_000_000_000_000;
 
@@ -31,14 +24,11 @@ fn write_image(dir: &Path, name: &str, width: u32) {
     img.save_with_format(dir.join(name), format).unwrap();
 }
 
-fn source(config: FilesConfig) -> (FilesSource, Arc<MockClock>) {
-    let clock = Arc::new(MockClock(AtomicU64::new(T0)));
-    let sleeper = Arc::clone(&clock);
+fn source(config: FilesConfig) -> (FilesSource, Arc<ManualClock>) {
+    let clock = ManualClock::at(T0);
     let src = FilesSource::new(config, clock.clone())
         .unwrap()
-        .with_sleep(Arc::new(move |d: Duration| {
-            sleeper.0.fetch_add(d.as_nanos() as u64, Ordering::SeqCst);
-        }));
+        .with_sleep(clock.sleeper());
     (src, clock)
 }
 
@@ -211,9 +201,9 @@ fn stamps_are_read_times_and_pacing_keeps_schedule() {
         write_image(dir.path(), name, i as u32 + 1);
     }
     let (mut src, clock) = source(FilesConfig::new(dir.path()));
-    clock.0.fetch_add(5, Ordering::SeqCst);
+    clock.advance(Duration::from_nanos(5));
     assert_eq!(src.next_frame().unwrap().unwrap().stamp, Stamp(T0 + 5));
-    clock.0.fetch_add(7, Ordering::SeqCst);
+    clock.advance(Duration::from_nanos(7));
     assert_eq!(src.next_frame().unwrap().unwrap().stamp, Stamp(T0 + 12));
 
     let paced = FilesConfig {
@@ -224,14 +214,14 @@ fn stamps_are_read_times_and_pacing_keeps_schedule() {
     let mut stamps = Vec::new();
     while let Some(f) = src.next_frame().unwrap() {
         stamps.push(f.stamp.0 - T0);
-        clock.0.fetch_add(10_000_000, Ordering::SeqCst); // 10 ms of consumer work
+        clock.advance(Duration::from_nanos(10_000_000)); // 10 ms of consumer work
     }
     assert_eq!(stamps, [0, 50_000_000, 100_000_000]);
 }
 
 #[test]
 fn bad_parameters_are_rejected() {
-    let clock: Arc<dyn Clock> = Arc::new(MockClock(AtomicU64::new(0)));
+    let clock: Arc<dyn Clock> = ManualClock::at(0);
     for fps in [-1.0, f64::NAN, f64::INFINITY] {
         let config = FilesConfig {
             fps,

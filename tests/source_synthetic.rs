@@ -1,7 +1,6 @@
 //! The synthetic source: determinism, geometry of the ground truth, stamps and pacing, limits.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dinov3_perception::frame::{Clock, Frame, GroundTruth, Stamp};
@@ -9,41 +8,13 @@ use dinov3_perception::source::synthetic::{SyntheticConfig, SyntheticSource};
 use dinov3_perception::source::{FrameSource, SourceError};
 use dinov3_perception::synthetic::{render, SyntheticCamera, SyntheticScene, CLASS_NAMES};
 
-/// A clock the test sets; sleeping advances it instead of waiting.
-#[derive(Default)]
-struct MockClock {
-    now: AtomicU64,
-    slept: Mutex<Vec<Duration>>,
-}
-
-impl MockClock {
-    fn at(ns: u64) -> Arc<Self> {
-        let c = Arc::new(MockClock::default());
-        c.now.store(ns, Ordering::SeqCst);
-        c
-    }
-    fn advance(&self, d: Duration) {
-        self.now.fetch_add(d.as_nanos() as u64, Ordering::SeqCst);
-    }
-    fn sleeper(self: &Arc<Self>) -> Arc<dyn Fn(Duration) + Send + Sync> {
-        let me = Arc::clone(self);
-        Arc::new(move |d| {
-            me.slept.lock().unwrap().push(d);
-            me.advance(d);
-        })
-    }
-}
-
-impl Clock for MockClock {
-    fn now(&self) -> Stamp {
-        Stamp(self.now.load(Ordering::SeqCst))
-    }
-}
+mod support;
+use support::clock::ManualClock;
 
 const T0: u64 = 1_700_000_000_000_000_000;
 
-fn source(config: SyntheticConfig) -> (SyntheticSource, Arc<MockClock>) {
-    let clock = MockClock::at(T0);
+fn source(config: SyntheticConfig) -> (SyntheticSource, Arc<ManualClock>) {
+    let clock = ManualClock::at(T0);
     let src = SyntheticSource::new(config, clock.clone())
         .unwrap()
         .with_sleep(clock.sleeper());
@@ -395,7 +366,7 @@ fn stamps_come_from_the_clock_and_seq_counts_from_zero() {
         got.push((f.seq, f.stamp));
     }
     assert_eq!(got, want);
-    assert!(clock.slept.lock().unwrap().is_empty(), "fps 0 never waits");
+    assert!(clock.slept().is_empty(), "fps 0 never waits");
     assert_eq!(src.stats().frames, 4);
 }
 
@@ -414,10 +385,7 @@ fn paced_frames_keep_their_schedule() {
         clock.advance(Duration::from_millis(30)); // consumer work
     }
     assert_eq!(stamps, vec![ms(0), ms(100), ms(200)]);
-    assert_eq!(
-        *clock.slept.lock().unwrap(),
-        vec![Duration::from_millis(70); 2]
-    );
+    assert_eq!(clock.slept(), vec![Duration::from_millis(70); 2]);
     // A consumer 250 ms late gets a frame at once, then the schedule resumes from there.
     clock.advance(Duration::from_millis(250));
     assert_eq!(src.next_frame().unwrap().unwrap().stamp, ms(480));
@@ -462,7 +430,7 @@ fn bad_parameter(result: Result<SyntheticSource, SourceError>) -> &'static str {
 
 #[test]
 fn invalid_config_names_the_parameter() {
-    let clock = MockClock::at(0);
+    let clock = ManualClock::at(0);
     let cfg = |f: fn(&mut SyntheticConfig)| {
         let mut c = SyntheticConfig::default();
         f(&mut c);

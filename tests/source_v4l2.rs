@@ -1,5 +1,14 @@
 //! The V4L2 source against a fake camera replaying recorded buffers (tests/fixtures/camera/),
 //! plus one hardware test that runs only when DINOV3_V4L2_DEVICE names a camera.
+#![cfg(all(
+    target_os = "linux",
+    target_pointer_width = "64",
+    not(any(
+        target_arch = "powerpc64",
+        target_arch = "mips64",
+        target_arch = "sparc64"
+    ))
+))]
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -8,11 +17,14 @@ use std::time::{Duration, Instant};
 
 use dinov3_perception::frame::{Clock, Frame, Stamp, SystemClock};
 use dinov3_perception::source::convert::{Converter, FrameLayout, PixelFormat};
-use dinov3_perception::source::v4l2::testing::{FakeDevice, FakeRefusal, ManualClock};
 use dinov3_perception::source::v4l2::{
     Backoff, OfferedFormat, V4l2Config, V4l2Source, STAMP_WINDOW,
 };
 use dinov3_perception::source::{FrameSource, SourceError};
+
+mod support;
+use support::clock::ManualClock;
+use support::fake_camera::{FakeDevice, FakeRefusal};
 
 const W: u32 = 320;
 const H: u32 = 240;

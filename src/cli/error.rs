@@ -62,8 +62,8 @@ pub enum CommandError {
     Inference {
         /// The image.
         image: PathBuf,
-        /// What failed.
-        error: InferenceError,
+        /// What failed (boxed: the variant is large).
+        error: Box<InferenceError>,
     },
     /// A head failed on one image (`predict`).
     #[error("{image}: head {head}: {error}")]
@@ -103,7 +103,7 @@ pub enum CommandError {
     Calibration(Box<CalibrationError>),
     /// The source failed while the node ran (after it had started).
     #[error("the source failed: {0}")]
-    SourceFailed(SourceError),
+    SourceFailed(Box<SourceError>),
 }
 
 impl From<RosError> for CommandError {
@@ -151,8 +151,9 @@ impl CommandError {
             CommandError::Pipeline(e) => bad(e.is_bad_input()),
             CommandError::Inference { error, .. } => bad(error.is_bad_input()),
             CommandError::HeadFailed { error, .. } => bad(error.is_bad_input()),
-            // Mid-run: the camera worked and then stopped; not the command line's fault.
-            CommandError::SourceFailed(_) => exit::FAILURE,
+            // Mid-run: the cause decides (a camera that vanished: 1; frames that do not fit
+            // the calibration: 2).
+            CommandError::SourceFailed(e) => bad(e.is_bad_input()),
             CommandError::Config(_)
             | CommandError::Model(_)
             | CommandError::Image(_)
@@ -177,11 +178,17 @@ mod tests {
         });
         assert_eq!(spawn.exit_code(), exit::FAILURE);
         assert!(!spawn.to_string().contains("panicked"), "{spawn}");
-        let lost = CommandError::SourceFailed(SourceError::Missing {
+        let lost = CommandError::SourceFailed(Box::new(SourceError::Io {
             path: "/dev/video0".into(),
-            fix: "plug it in".into(),
-        });
+            source: std::io::Error::other("EIO"),
+        }));
         assert_eq!(lost.exit_code(), exit::FAILURE);
+        let misfit = CommandError::SourceFailed(Box::new(SourceError::BadParameter {
+            name: "calibration_file",
+            value: "cam".into(),
+            reason: "640x480 frames, 320x240 calibration".into(),
+        }));
+        assert_eq!(misfit.exit_code(), exit::BAD_INPUT);
         let usage = CommandError::Usage("--x".into());
         assert_eq!(usage.exit_code(), exit::BAD_INPUT);
     }

@@ -108,7 +108,7 @@ pub fn run(args: &PredictArgs) -> Result<(), CommandError> {
                 .run_frame(frame, &clock)
                 .map_err(|error| CommandError::Inference {
                     image: path.clone(),
-                    error,
+                    error: Box::new(error),
                 })?;
         if !result.head_errors.is_empty() {
             let (head, error) = result.head_errors.swap_remove(0);

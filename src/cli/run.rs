@@ -77,7 +77,7 @@ pub fn run(flags: &RunFlags, ros_tokens: &[String]) -> Result<(), CommandError> 
         report.source.reconnects
     );
     match report.source_error {
-        Some(e) => Err(CommandError::SourceFailed(e)),
+        Some(e) => Err(CommandError::SourceFailed(Box::new(e))),
         None => Ok(()),
     }
 }

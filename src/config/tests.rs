@@ -66,7 +66,7 @@ fn flags_are_defaults_that_parameters_override() {
         other => panic!("{other:?}"),
     }
     assert_eq!(cfg.pipeline.max_frames, Some(7));
-    assert_eq!(cfg.heads.enabled[&Task::Depth], true);
+    assert!(cfg.heads.enabled[&Task::Depth]);
     assert_eq!(cfg.heads.rate_hz[&Task::Segmentation], 2.0);
 }
 

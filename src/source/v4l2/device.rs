@@ -133,7 +133,14 @@ impl CaptureDevice for V4l2Device {
             return Err(DeviceError::NotFound);
         }
         let resolved_path = std::fs::canonicalize(path).map_err(open_error)?;
-        let device = Device::open(path).map_err(open_error)?;
+        let device = Device::open(path).map_err(|e| match e.raw_os_error() {
+            // VIDIOC_QUERYCAP refused: the node opens but is no V4L2 device (e.g. /dev/null,
+            // a UVC metadata node on old kernels). It offers no capture formats.
+            Some(libc::ENOTTY) => DeviceError::FormatNotOffered {
+                offered: Vec::new(),
+            },
+            _ => open_error(e),
+        })?;
         // linuxvideo panics on what a buggy driver may report (a format description that is not
         // UTF-8, an unknown frame size type): such a device lists nothing rather than taking the
         // capture thread down.

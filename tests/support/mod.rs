@@ -1,0 +1,8 @@
+//! Test support shared by the integration tests (`mod support;`): a manual clock and, on the
+//! platforms with V4L2, a fake camera.
+//!
+//! Each test crate compiles its own copy and uses only part of it, hence `dead_code` is allowed.
+#![allow(dead_code)]
+
+pub mod clock;
+pub mod fake_camera;
