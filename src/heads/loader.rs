@@ -17,6 +17,7 @@ use super::anomaly::AnomalyHead;
 use super::classification::ClassificationHead;
 use super::depth::DepthHead;
 use super::detection::DetectionHead;
+use super::manifest::Task;
 use super::onnx::{load_onnx_head, OnnxHead};
 use super::pca::{PcaBasis, PcaHead};
 use super::segmentation::SegmentationHead;
@@ -29,8 +30,8 @@ type LoadHead = fn(&str, &Path, &Manifest, (usize, usize)) -> Result<Box<dyn Tas
 /// One head file of a heads directory.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadFile {
-    /// Head name (its task's name).
-    pub name: &'static str,
+    /// The head's task (its name is the task's name).
+    pub task: Task,
     /// File name in the directory.
     pub file: &'static str,
     load: LoadHead,
@@ -39,27 +40,27 @@ pub struct HeadFile {
 /// Head files in a heads directory, in run order, with how each is loaded.
 pub const HEAD_FILES: &[HeadFile] = &[
     HeadFile {
-        name: "detection",
+        task: Task::Detection,
         file: "detection.onnx",
         load: onnx_head::<DetectionHead>,
     },
     HeadFile {
-        name: "segmentation",
+        task: Task::Segmentation,
         file: "segmentation.onnx",
         load: onnx_head::<SegmentationHead>,
     },
     HeadFile {
-        name: "depth",
+        task: Task::Depth,
         file: "depth.onnx",
         load: onnx_head::<DepthHead>,
     },
     HeadFile {
-        name: "classification",
+        task: Task::Classification,
         file: "classification.onnx",
         load: onnx_head::<ClassificationHead>,
     },
     HeadFile {
-        name: "anomaly",
+        task: Task::Anomaly,
         file: "anomaly.bank.json",
         load: anomaly_head,
     },
@@ -132,14 +133,21 @@ pub fn load_heads(
                 continue;
             }
             found += 1;
-            add(&mut set, (head.load)(head.name, &path, backbone, grid)?);
+            add(
+                &mut set,
+                (head.load)(head.task.as_str(), &path, backbone, grid)?,
+            );
         }
         let pca_file = dir.join("pca.json");
         if config.pca && pca_file.exists() {
             let basis = PcaBasis::load(&pca_file, backbone.hidden_size)?;
             add(
                 &mut set,
-                Box::new(PcaHead::with_basis("pca", basis, backbone.patch_size)),
+                Box::new(PcaHead::with_basis(
+                    Task::Pca.as_str(),
+                    basis,
+                    backbone.patch_size,
+                )),
             );
             found += 1;
         }
@@ -158,11 +166,11 @@ pub fn load_heads(
             ));
         }
     }
-    if config.pca && set.control("pca").is_none() {
+    if config.pca && set.control(Task::Pca.as_str()).is_none() {
         add(
             &mut set,
             Box::new(PcaHead::fitting(
-                "pca",
+                Task::Pca.as_str(),
                 config.pca_fit_frames,
                 backbone.patch_size,
             )),
