@@ -1,5 +1,10 @@
 //! The command line on good and bad input: exit codes (0 ok, 2 bad input) and messages that
 //! name the file and the fix, never a panic.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 mod common;
 

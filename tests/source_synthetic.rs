@@ -1,4 +1,9 @@
 //! The synthetic source: determinism, geometry of the ground truth, stamps and pacing, limits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

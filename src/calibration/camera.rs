@@ -365,7 +365,7 @@ impl CameraCalibration {
 
     /// The ray through raw image point `(u, v)` as normalised coordinates `(x / z, y / z)` in the
     /// camera optical frame: the distortion model inverted by Newton iteration (to
-    /// [`UNDISTORT_TOLERANCE`], at most [`UNDISTORT_MAX_ITERATIONS`] steps). `None` where the
+    /// [`UNDISTORT_TOLERANCE`](super::UNDISTORT_TOLERANCE), at most [`UNDISTORT_MAX_ITERATIONS`](super::UNDISTORT_MAX_ITERATIONS) steps). `None` where the
     /// model has no unique inverse (beyond the calibrated field of view).
     pub fn undistort_pixel(&self, u: f64, v: f64) -> Option<(f64, f64)> {
         let k = self.intrinsics();

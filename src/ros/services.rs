@@ -9,7 +9,7 @@
 //!   header.
 //!
 //! ros2-client's own servers serve one fixed layout. Here each request topic is read raw, the
-//! layout is decided from the payload (see [`decode_request`]), and the reply is written in the
+//! layout is decided from the payload (see `decode_request`), and the reply is written in the
 //! same layout on the reply topic (`rq/<node>/<service>Request` -> `rr/<node>/<service>Reply`).
 
 use std::collections::BTreeSet;

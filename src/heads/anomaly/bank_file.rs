@@ -336,7 +336,7 @@ fn read_features(
 }
 
 /// Check that a bank built for `reference` fits the backbone `manifest`: hidden size, patch
-/// size and ONNX sha256 (not the grid, unlike [`super::check_backbone`]: a bank of patch
+/// size and ONNX sha256 (not the grid, unlike [`crate::heads::check_backbone`]: a bank of patch
 /// features works at any input size).
 pub fn check_bank_backbone(
     path: &Path,

@@ -130,7 +130,7 @@ impl MemoryBank {
         Ok(())
     }
 
-    /// Keep at most `target` rows, chosen by [`greedy_coreset`]; records
+    /// Keep at most `target` rows, chosen by [`greedy_coreset`](super::greedy_coreset); records
     /// `coreset = {target, from: rows before}`. Returns the rows kept.
     pub fn subsample(&mut self, target: usize, options: &CoresetOptions) -> usize {
         self.subsample_with_progress(target, options, &mut |_, _| {})

@@ -4,7 +4,7 @@
 //! frame, every patch token is L2-normalised and compared with the whole bank by cosine
 //! similarity; the patch distance is `1 - max cosine`, the image score the mean of the top
 //! `top_percent` % patch distances (`ceil`, at least one patch), and the map the patch distances
-//! upsampled to camera pixels like segmentation logits ([`Upsampler`]).
+//! upsampled to camera pixels like segmentation logits ([`Upsampler`](crate::heads::upsample::Upsampler)).
 //!
 //! The nearest-neighbour search is a blocked matrix product (queries `[P, C]` times a block of
 //! bank rows transposed, `[C, B]`, with a running maximum per query), split over threads by bank
