@@ -24,10 +24,9 @@ use dinov3_perception::config::share::bundled_model;
 use dinov3_perception::frame::{Clock, Frame, SystemClock};
 use dinov3_perception::pipeline::{self, InferenceStage, PipelineOptions, PipelineReport};
 use dinov3_perception::preprocess::{Preprocessor, ResizeMode};
-use dinov3_perception::source::synthetic::{
-    SyntheticCamera, SyntheticConfig, SyntheticScene, SyntheticSource,
-};
+use dinov3_perception::source::synthetic::{SyntheticConfig, SyntheticSource};
 use dinov3_perception::source::{FrameSource, SourceError, SourceStats};
+use dinov3_perception::synthetic::{SyntheticCamera, SyntheticScene};
 use dinov3_perception::{BackboneModel, Manifest};
 
 /// Replays pre-rendered frames at a fixed rate, like a camera (no CPU spent making pixels).

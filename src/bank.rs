@@ -20,11 +20,9 @@ use crate::heads::anomaly::{
     DEFAULT_TOP_PERCENT,
 };
 use crate::heads::HeadError;
-use crate::image_io::load_rgb;
+use crate::image_io::{list_images, load_rgb, ImageDirError};
 use crate::model::{InputSize, ModelError};
 use crate::preprocess::{PreprocessError, Preprocessor, ResizeMode};
-use crate::source::files::list_images;
-use crate::source::SourceError;
 
 /// Errors of `bank build`. Each names the file or directory and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +49,7 @@ pub enum BankError {
     },
     /// Listing the images directory failed.
     #[error(transparent)]
-    Source(SourceError),
+    ListImages(ImageDirError),
     /// The directory holds no image files.
     #[error("{dir} holds no .png/.jpg/.jpeg images; point --images at a folder of normal images")]
     NoImages {
@@ -81,7 +79,7 @@ impl BankError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             BankError::Backend(e) => e.is_bad_input(),
-            BankError::Source(e) => e.is_bad_input(),
+            BankError::ListImages(e) => e.is_bad_input(),
             BankError::Bank(e) => e.is_bad_input(),
             _ => true,
         }
@@ -195,17 +193,17 @@ impl BankSummary {
 
 fn list(dir: &Path) -> Result<Vec<PathBuf>, BankError> {
     list_images(dir).map_err(|e| match e {
-        SourceError::NoImages { path } => BankError::NoImages { dir: path },
-        SourceError::Missing { path, .. } => BankError::ImagesDir {
-            dir: path,
+        ImageDirError::NoImages { dir } => BankError::NoImages { dir },
+        ImageDirError::Missing { dir } => BankError::ImagesDir {
+            dir,
             reason: "does not exist; check the path given to --images".into(),
         },
-        SourceError::BadParameter { .. } => BankError::ImagesDir {
-            dir: dir.to_path_buf(),
+        ImageDirError::NotADirectory { dir } => BankError::ImagesDir {
+            dir,
             reason: "is a file, not a directory; point --images at a folder of normal images"
                 .into(),
         },
-        other => BankError::Source(other),
+        other => BankError::ListImages(other),
     })
 }
 

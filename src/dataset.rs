@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::npz::write_npy_f32;
-use crate::source::synthetic::{SyntheticCamera, SyntheticConfig, SyntheticScene, CLASS_NAMES};
 use crate::source::SourceError;
+use crate::synthetic::{SyntheticCamera, SyntheticConfig, SyntheticScene, CLASS_NAMES};
 
 /// Label of a classification image with no visible object.
 pub const NO_OBJECT_LABEL: &str = "none";

@@ -1,4 +1,5 @@
-//! A camera frame: RGB8 pixels, capture stamp, sequence number and frame_id.
+//! A camera frame: RGB8 pixels, capture stamp, sequence number and frame_id; the borrowed image
+//! view ([`RgbImageView`]) that frames, decoded files and preprocessing share; the node's clock.
 //!
 //! Sources convert whatever the camera delivers (YUYV, MJPEG, GREY, ...) to packed RGB8 before
 //! handing a frame on, so everything downstream sees one layout. The capture stamp is the time
@@ -7,8 +8,6 @@
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use crate::preprocess::RgbImageView;
 
 /// Nanoseconds since the Unix epoch on the node's clock (what ROS `builtin_interfaces/Time` holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -85,6 +84,31 @@ pub struct GroundTruthBox {
     pub y1: f32,
 }
 
+/// Borrowed packed RGB8 pixels.
+#[derive(Debug, Clone, Copy)]
+pub struct RgbImageView<'a> {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Bytes from one row to the next (>= 3 * width).
+    pub stride: usize,
+    /// Pixel bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> RgbImageView<'a> {
+    /// A tightly packed image.
+    pub fn packed(width: usize, height: usize, data: &'a [u8]) -> Self {
+        Self {
+            width,
+            height,
+            stride: width * 3,
+            data,
+        }
+    }
+}
+
 /// A captured frame in packed RGB8.
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -105,7 +129,7 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// The pixels as a preprocessing view.
+    /// The pixels as a borrowed view (what preprocessing reads).
     pub fn view(&self) -> RgbImageView<'_> {
         RgbImageView::packed(self.width, self.height, &self.rgb)
     }

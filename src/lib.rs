@@ -13,6 +13,7 @@
 //! * [`preprocess`]: image -> input tensor, with the [`preprocess::Letterbox`] inverse mapping.
 //! * [`features`]: zero-copy views (CLS, registers, patch grid, intermediate layers) over the outputs.
 //! * [`frame`]: RGB8 frames with capture stamp, sequence number and frame_id; the injected clock.
+//! * [`synthetic`]: the seeded ray-cast scene (camera, objects, renderer) and its exact ground truth.
 //! * [`source`]: frame sources (synthetic scene, image files, V4L2 cameras).
 //! * [`pipeline`]: capture -> newest-wins queue -> inference (backbone + heads) -> bounded fan-out to sinks.
 //! * [`heads`]: the `TaskHead` trait, the head set with run-time switches, one module per head.
@@ -47,6 +48,7 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod ros;
 pub mod source;
+pub mod synthetic;
 pub mod telemetry;
 pub mod tolerance;
 

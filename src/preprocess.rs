@@ -13,6 +13,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use serde::{Deserialize, Serialize};
 
 use crate::backend::InputTensor;
+pub use crate::frame::RgbImageView;
 use crate::model::{InputSize, Manifest};
 
 /// Errors from preprocessing. They name the offending image size or buffer.
@@ -56,30 +57,8 @@ pub enum ResizeMode {
     Letterbox,
 }
 
-/// Borrowed packed RGB8 pixels.
-#[derive(Debug, Clone, Copy)]
-pub struct RgbImageView<'a> {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// Bytes from one row to the next (>= 3 * width).
-    pub stride: usize,
-    /// Pixel bytes.
-    pub data: &'a [u8],
-}
-
-impl<'a> RgbImageView<'a> {
-    /// A tightly packed image.
-    pub fn packed(width: usize, height: usize, data: &'a [u8]) -> Self {
-        Self {
-            width,
-            height,
-            stride: width * 3,
-            data,
-        }
-    }
-
+// A view's checks belong to preprocessing, which is what needs whole, non-empty images.
+impl RgbImageView<'_> {
     fn validate(&self) -> Result<(), PreprocessError> {
         if self.width == 0 || self.height == 0 {
             return Err(PreprocessError::Empty {

@@ -3,6 +3,11 @@
 //! The references were written by `models/export_backbone.py --reference` from the same weights
 //! in PyTorch eager fp32 (see tests/fixtures/regen.sh). Tolerances are the named constants of
 //! `dinov3_perception::tolerance` (issue #2: mean patch cosine >= 0.99999, max abs <= 1e-4).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 mod common;
 

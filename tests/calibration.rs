@@ -1,6 +1,11 @@
 //! Camera calibration: the files under `calibration/`, depth back-projection against planes at
 //! known poses (which checks the inverse distortion against the forward model), the undistortion
 //! maps against an ideal pinhole rendering, and one test per bad-calibration case.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 use std::f64::consts::PI;
 use std::path::{Path, PathBuf};

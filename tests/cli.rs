@@ -1,5 +1,10 @@
 //! The command line on good and bad input: exit codes (0 ok, 2 bad input) and messages that
 //! name the file and the fix, never a panic.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 mod common;
 
@@ -347,4 +352,56 @@ fn run_with_a_missing_camera_or_directory_is_bad_input() {
     let o = bin(&["run", "--source", "webcam"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("synthetic, v4l2:/dev/videoN, dir:PATH or ros:TOPIC"));
+}
+
+#[test]
+fn predict_writes_every_head_output_and_names_a_bad_images_dir() {
+    let out = tempfile::tempdir().unwrap();
+    let images = fixture("camera");
+    let o = bin(&[
+        "predict",
+        "--model",
+        "models/demo/dinov3_tiny_240x320.onnx",
+        "--heads",
+        "models/demo",
+        "--images",
+        images.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pngs = std::fs::read_dir(&images)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "png"))
+        })
+        .count();
+    assert!(pngs >= 3, "fixture images: {pngs}");
+    for sub in ["masks", "depth"] {
+        let n = std::fs::read_dir(out.path().join(sub)).unwrap().count();
+        assert_eq!(n, pngs, "{sub}");
+    }
+    let anomaly: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("anomaly.json")).unwrap())
+            .unwrap();
+    assert_eq!(anomaly.as_object().map(|m| m.len()), Some(pngs));
+    let dets: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("detections.json")).unwrap())
+            .unwrap();
+    assert!(dets.is_array(), "{dets}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let o = bin(&[
+        "predict",
+        "--model",
+        "models/demo/dinov3_tiny_240x320.onnx",
+        "--heads",
+        "models/demo",
+        "--images",
+        empty.path().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_bad_input(&o, &[empty.path().to_str().unwrap()]);
 }

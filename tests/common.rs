@@ -1,5 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

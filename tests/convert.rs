@@ -4,6 +4,11 @@
 //! `chelsea` photograph (the RGB reference), a YUYV buffer made from it with the BT.601
 //! limited-range formulas in NumPy, and a 4:2:2 baseline JPEG made by Pillow (libjpeg-turbo),
 //! with and without its DHT segments.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 use std::path::PathBuf;
 

@@ -1,5 +1,10 @@
 //! AnomalyDINO head and memory bank: NumPy reference, coreset, bank files and their errors,
 //! references added while running, and `bank build` on the tiny backbone.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! Heads from the command line: a run with a heads directory, and every kind of bad head file
 //! giving exit code 2 and a message naming the file and the fix (never a panic).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 mod common;
 

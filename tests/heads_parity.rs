@@ -6,6 +6,11 @@
 //! Fixtures: `tests/fixtures/heads/tiny/` (heads for the tiny fixture backbone, made by
 //! `models/train_heads.py export-random ... --reference`) and `tests/fixtures/heads/nms_cases.json`
 //! (`models/make_nms_cases.py`); see `tests/fixtures/regen.sh`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 mod common;
 

@@ -227,13 +227,13 @@ fn pca_head_gives_a_camera_sized_colour_image() {
     set.add(Box::new(PcaHead::fitting("pca", 3, 16))).unwrap();
     let mut stage = stage_with(set);
     let clock = SystemClock;
-    let (rgb, _) = dinov3_perception::source::synthetic::render(
+    let (rgb, _) = dinov3_perception::synthetic::render(
         &SyntheticConfig {
             width: 200,
             height: 150,
             ..SyntheticConfig::default()
         },
-        &dinov3_perception::source::synthetic::SyntheticCamera::for_image(200, 150),
+        &dinov3_perception::synthetic::SyntheticCamera::for_image(200, 150),
         0,
     )
     .unwrap();

@@ -11,6 +11,11 @@
 //! summation order while staying 170x below the error of resizing in uint8 (1.7e-2, one
 //! rounding step of a grey level / std) and 3000x below skipping the antialias (0.46), so
 //! either mistake fails this test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 mod common;
 

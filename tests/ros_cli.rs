@@ -1,6 +1,11 @@
 //! The node's ROS command line: the exact argv `ros2 launch` produces, parameter files and
 //! `-p` overrides, names and environment, and the start-up errors for bad parameters and
 //! calibrations (exit 2, naming the parameter or file).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 mod common;
 

@@ -1,4 +1,9 @@
 //! The directory source: order, looping, skipping corrupt files, and the errors for bad folders.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 use std::path::Path;
 use std::sync::Arc;

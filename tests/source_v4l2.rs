@@ -9,6 +9,11 @@
         target_arch = "sparc64"
     ))
 ))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

@@ -9,7 +9,7 @@ use dinov3_perception::frame::{Frame, Stamp};
 use dinov3_perception::heads::loader::{load_heads, HeadsConfig};
 use dinov3_perception::pipeline::InferenceStage;
 use dinov3_perception::preprocess::ResizeMode;
-use dinov3_perception::source::synthetic::{SyntheticCamera, SyntheticConfig, SyntheticScene};
+use dinov3_perception::synthetic::{SyntheticCamera, SyntheticConfig, SyntheticScene};
 use dinov3_perception::BackboneModel;
 
 /// The tract stage for `model` at its own input size with the heads of `heads_dir` (PCA basis

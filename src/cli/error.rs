@@ -9,7 +9,7 @@ use crate::config::ConfigError;
 use crate::dataset::DatasetError;
 use crate::features::FeaturesError;
 use crate::heads::HeadError;
-use crate::image_io::ImageFileError;
+use crate::image_io::{ImageDirError, ImageFileError};
 use crate::model::ModelError;
 use crate::npz::NpyError;
 use crate::pipeline::{InferenceError, PipelineError};
@@ -42,6 +42,9 @@ pub enum CommandError {
     /// Image file problem.
     #[error(transparent)]
     Image(#[from] ImageFileError),
+    /// A directory of images cannot be listed or holds none.
+    #[error(transparent)]
+    ImageDir(#[from] ImageDirError),
     /// Preprocessing problem.
     #[error(transparent)]
     Preprocess(#[from] PreprocessError),
@@ -146,6 +149,7 @@ impl CommandError {
             CommandError::Head(e) => bad(e.is_bad_input()),
             CommandError::Bank(e) => bad(e.is_bad_input()),
             CommandError::Write { .. } => exit::FAILURE,
+            CommandError::ImageDir(e) => bad(e.is_bad_input()),
             CommandError::Ros(e) => bad(e.is_bad_input()),
             CommandError::Calibration(e) => bad(e.is_bad_input()),
             CommandError::Pipeline(e) => bad(e.is_bad_input()),

@@ -11,10 +11,10 @@ use crate::config::{BackboneConfig, BackboneFlags};
 use crate::frame::{Frame, Stamp, SystemClock};
 use crate::heads::loader::{load_heads, HeadsConfig};
 use crate::heads::HeadOutput;
+use crate::image_io::list_images;
 use crate::image_io::load_rgb;
 use crate::npz::write_npy_f32;
 use crate::pipeline::InferenceStage;
-use crate::source::files::list_images;
 
 /// Arguments of `predict`.
 #[derive(Debug, clap::Args)]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::onnx::HeadGraph;
+use super::onnx::{load_onnx_head, HeadGraph, OnnxHead, OutputShape};
 use super::{ClassScore, HeadError, HeadInput, HeadOutput, Task, TaskHead};
 use crate::model::Manifest;
 
@@ -23,16 +23,15 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
-impl ClassificationHead {
-    /// Load the head ONNX at `onnx` for `backbone` running at `grid`.
-    pub fn load(
+impl OnnxHead for ClassificationHead {
+    const OUTPUTS: &'static [(&'static str, OutputShape)] = &[("logits", OutputShape::Classes)];
+
+    fn from_graph(
         name: &str,
-        onnx: &Path,
-        backbone: &Manifest,
-        grid: (usize, usize),
+        graph: HeadGraph,
+        _backbone: &Manifest,
+        _grid: (usize, usize),
     ) -> Result<Self, HeadError> {
-        let graph = HeadGraph::load(onnx, backbone, grid, &["logits"])?;
-        graph.check_output(0, &[1, graph.manifest.class_names.len()])?;
         let top_k = graph
             .manifest
             .classification
@@ -44,6 +43,18 @@ impl ClassificationHead {
             graph,
             top_k,
         })
+    }
+}
+
+impl ClassificationHead {
+    /// Load the head ONNX at `onnx` for `backbone` running at `grid` ([`load_onnx_head`]).
+    pub fn load(
+        name: &str,
+        onnx: &Path,
+        backbone: &Manifest,
+        grid: (usize, usize),
+    ) -> Result<Self, HeadError> {
+        load_onnx_head(name, onnx, backbone, grid)
     }
 
     /// Raw logits `[K]` of one frame (for parity tests).

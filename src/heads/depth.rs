@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::manifest::DepthParams;
-use super::onnx::HeadGraph;
+use super::onnx::{load_onnx_head, HeadGraph, OnnxHead, OutputShape};
 use super::upsample::UpsamplerCache;
 use super::{FloatImage, HeadError, HeadInput, HeadOutput, Task, TaskHead};
 use crate::model::Manifest;
@@ -20,20 +20,18 @@ pub struct DepthHead {
     upsampler: UpsamplerCache,
 }
 
-impl DepthHead {
-    /// Load the head ONNX at `onnx` for `backbone` running at `grid`.
-    pub fn load(
+impl OnnxHead for DepthHead {
+    const OUTPUTS: &'static [(&'static str, OutputShape)] = &[("depth", OutputShape::Grid(1))];
+
+    fn from_graph(
         name: &str,
-        onnx: &Path,
+        graph: HeadGraph,
         backbone: &Manifest,
         grid: (usize, usize),
     ) -> Result<Self, HeadError> {
-        let graph = HeadGraph::load(onnx, backbone, grid, &["depth"])?;
-        graph.check_output(0, &[1, 1, grid.0, grid.1])?;
-        let params =
-            graph.manifest.depth.clone().ok_or_else(|| {
-                HeadError::invalid(onnx, "no depth section", "see models/HEADS.md")
-            })?;
+        let params = graph.manifest.depth.clone().ok_or_else(|| {
+            HeadError::invalid(&graph.path, "no depth section", "see models/HEADS.md")
+        })?;
         Ok(Self {
             name: name.to_string(),
             graph,
@@ -42,6 +40,18 @@ impl DepthHead {
             params,
             upsampler: UpsamplerCache::default(),
         })
+    }
+}
+
+impl DepthHead {
+    /// Load the head ONNX at `onnx` for `backbone` running at `grid` ([`load_onnx_head`]).
+    pub fn load(
+        name: &str,
+        onnx: &Path,
+        backbone: &Manifest,
+        grid: (usize, usize),
+    ) -> Result<Self, HeadError> {
+        load_onnx_head(name, onnx, backbone, grid)
     }
 
     /// The depth range outputs are clamped to.

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use super::manifest::DetectionParams;
-use super::onnx::{expect_shape, HeadGraph};
+use super::onnx::{expect_shape, load_onnx_head, HeadGraph, OnnxHead, OutputShape};
 use super::{Detection, HeadError, HeadInput, HeadOutput, Task, TaskHead};
 use crate::model::Manifest;
 
@@ -121,20 +121,20 @@ pub struct DetectionHead {
     patch: usize,
 }
 
-impl DetectionHead {
-    /// Load the head ONNX at `onnx` for `backbone` running at `grid`.
-    pub fn load(
+impl OnnxHead for DetectionHead {
+    const OUTPUTS: &'static [(&'static str, OutputShape)] = &[
+        ("scores", OutputShape::ClassGrid),
+        ("boxes", OutputShape::Grid(4)),
+    ];
+
+    fn from_graph(
         name: &str,
-        onnx: &Path,
+        graph: HeadGraph,
         backbone: &Manifest,
         grid: (usize, usize),
     ) -> Result<Self, HeadError> {
-        let graph = HeadGraph::load(onnx, backbone, grid, &["scores", "boxes"])?;
-        let k = graph.manifest.class_names.len();
-        graph.check_output(0, &[1, k, grid.0, grid.1])?;
-        graph.check_output(1, &[1, 4, grid.0, grid.1])?;
         let params = graph.manifest.detection.clone().ok_or_else(|| {
-            HeadError::invalid(onnx, "no detection section", "see models/HEADS.md")
+            HeadError::invalid(&graph.path, "no detection section", "see models/HEADS.md")
         })?;
         Ok(Self {
             name: name.to_string(),
@@ -143,6 +143,18 @@ impl DetectionHead {
             grid,
             patch: backbone.patch_size,
         })
+    }
+}
+
+impl DetectionHead {
+    /// Load the head ONNX at `onnx` for `backbone` running at `grid` ([`load_onnx_head`]).
+    pub fn load(
+        name: &str,
+        onnx: &Path,
+        backbone: &Manifest,
+        grid: (usize, usize),
+    ) -> Result<Self, HeadError> {
+        load_onnx_head(name, onnx, backbone, grid)
     }
 
     /// Current post-processing settings.

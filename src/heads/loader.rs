@@ -11,25 +11,80 @@
 //!
 //! The PCA head needs no file and is always added unless switched off.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::anomaly::AnomalyHead;
 use super::classification::ClassificationHead;
 use super::depth::DepthHead;
 use super::detection::DetectionHead;
+use super::manifest::Task;
+use super::onnx::{load_onnx_head, OnnxHead};
 use super::pca::{PcaBasis, PcaHead};
 use super::segmentation::SegmentationHead;
 use super::{HeadError, HeadSet, TaskHead};
 use crate::model::Manifest;
 
-/// Head file names in a heads directory, in run order.
-pub const HEAD_FILES: &[(&str, &str)] = &[
-    ("detection", "detection.onnx"),
-    ("segmentation", "segmentation.onnx"),
-    ("depth", "depth.onnx"),
-    ("classification", "classification.onnx"),
-    ("anomaly", "anomaly.bank.json"),
+/// Loads head `name` from its file, checked against the backbone running at the grid.
+type LoadHead = fn(&str, &Path, &Manifest, (usize, usize)) -> Result<Box<dyn TaskHead>, HeadError>;
+
+/// One head file of a heads directory.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadFile {
+    /// The head's task (its name is the task's name).
+    pub task: Task,
+    /// File name in the directory.
+    pub file: &'static str,
+    load: LoadHead,
+}
+
+/// Head files in a heads directory, in run order, with how each is loaded.
+pub const HEAD_FILES: &[HeadFile] = &[
+    HeadFile {
+        task: Task::Detection,
+        file: "detection.onnx",
+        load: onnx_head::<DetectionHead>,
+    },
+    HeadFile {
+        task: Task::Segmentation,
+        file: "segmentation.onnx",
+        load: onnx_head::<SegmentationHead>,
+    },
+    HeadFile {
+        task: Task::Depth,
+        file: "depth.onnx",
+        load: onnx_head::<DepthHead>,
+    },
+    HeadFile {
+        task: Task::Classification,
+        file: "classification.onnx",
+        load: onnx_head::<ClassificationHead>,
+    },
+    HeadFile {
+        task: Task::Anomaly,
+        file: "anomaly.bank.json",
+        load: anomaly_head,
+    },
 ];
+
+/// The four ONNX heads all load through [`load_onnx_head`].
+fn onnx_head<H: OnnxHead>(
+    name: &str,
+    path: &Path,
+    backbone: &Manifest,
+    grid: (usize, usize),
+) -> Result<Box<dyn TaskHead>, HeadError> {
+    Ok(Box::new(load_onnx_head::<H>(name, path, backbone, grid)?))
+}
+
+/// The anomaly head loads a memory bank instead.
+fn anomaly_head(
+    name: &str,
+    path: &Path,
+    backbone: &Manifest,
+    grid: (usize, usize),
+) -> Result<Box<dyn TaskHead>, HeadError> {
+    Ok(Box::new(AnomalyHead::load(name, path, backbone, grid)?))
+}
 
 /// Which heads to load.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,29 +127,27 @@ pub fn load_heads(
             ));
         }
         let mut found = 0;
-        for &(name, file) in HEAD_FILES {
-            let path = dir.join(file);
+        for head in HEAD_FILES {
+            let path = dir.join(head.file);
             if !path.exists() {
                 continue;
             }
             found += 1;
-            let head: Box<dyn TaskHead> = match name {
-                "detection" => Box::new(DetectionHead::load(name, &path, backbone, grid)?),
-                "segmentation" => Box::new(SegmentationHead::load(name, &path, backbone, grid)?),
-                "depth" => Box::new(DepthHead::load(name, &path, backbone, grid)?),
-                "classification" => {
-                    Box::new(ClassificationHead::load(name, &path, backbone, grid)?)
-                }
-                _ => Box::new(AnomalyHead::load(name, &path, backbone, grid)?),
-            };
-            add(&mut set, head);
+            add(
+                &mut set,
+                (head.load)(head.task.as_str(), &path, backbone, grid)?,
+            );
         }
         let pca_file = dir.join("pca.json");
         if config.pca && pca_file.exists() {
             let basis = PcaBasis::load(&pca_file, backbone.hidden_size)?;
             add(
                 &mut set,
-                Box::new(PcaHead::with_basis("pca", basis, backbone.patch_size)),
+                Box::new(PcaHead::with_basis(
+                    Task::Pca.as_str(),
+                    basis,
+                    backbone.patch_size,
+                )),
             );
             found += 1;
         }
@@ -106,18 +159,18 @@ pub fn load_heads(
                     "put heads there named {} (train them with models/train_heads.py)",
                     HEAD_FILES
                         .iter()
-                        .map(|(_, f)| *f)
+                        .map(|h| h.file)
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
             ));
         }
     }
-    if config.pca && set.control("pca").is_none() {
+    if config.pca && set.control(Task::Pca.as_str()).is_none() {
         add(
             &mut set,
             Box::new(PcaHead::fitting(
-                "pca",
+                Task::Pca.as_str(),
                 config.pca_fit_frames,
                 backbone.patch_size,
             )),

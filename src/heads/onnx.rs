@@ -2,6 +2,12 @@
 //!
 //! The graph reads backbone outputs by name: `patch_tokens` / `layer_<i>` as `[1, C, h, w]`
 //! grids (transposed here from the backbone's `[1, h*w, C]`) and `cls` as `[1, C]`.
+//!
+//! The four ONNX heads (detection, segmentation, depth, classification) load the same way,
+//! through [`load_onnx_head`]: the manifest beside the ONNX read and checked against the backbone
+//! and the file, the graph compiled for the grid, its output names and shapes checked against
+//! the head's [`OnnxHead::OUTPUTS`]; the head then takes what it needs from the manifest
+//! ([`OnnxHead::from_graph`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,9 +15,66 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 use super::manifest::{manifest_path_for, HeadManifest};
-use super::{check_backbone, HeadError, HeadInput};
+use super::{check_backbone, HeadError, HeadInput, TaskHead};
 use crate::features::PatchGrid;
 use crate::model::{sha256_file, Manifest};
+
+/// The shape an output of a head graph must have, given the manifest's class count `K` and the
+/// patch grid `h x w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputShape {
+    /// `[1, K, h, w]`: a value per class per patch.
+    ClassGrid,
+    /// `[1, n, h, w]`: `n` values per patch.
+    Grid(usize),
+    /// `[1, K]`: a value per class for the whole image.
+    Classes,
+}
+
+impl OutputShape {
+    /// The dimensions for `classes` classes on `grid`.
+    pub fn dims(self, classes: usize, grid: (usize, usize)) -> Vec<usize> {
+        match self {
+            OutputShape::ClassGrid => vec![1, classes, grid.0, grid.1],
+            OutputShape::Grid(n) => vec![1, n, grid.0, grid.1],
+            OutputShape::Classes => vec![1, classes],
+        }
+    }
+}
+
+/// A task head that runs a head ONNX: what its graph must output, and how the head is made from
+/// the loaded, checked graph.
+pub trait OnnxHead: TaskHead + Sized + 'static {
+    /// The graph's outputs in order: name and shape.
+    const OUTPUTS: &'static [(&'static str, OutputShape)];
+
+    /// The head named `name` around `graph` (loaded and checked for `backbone` at `grid`),
+    /// taking its settings from `graph.manifest`.
+    fn from_graph(
+        name: &str,
+        graph: HeadGraph,
+        backbone: &Manifest,
+        grid: (usize, usize),
+    ) -> Result<Self, HeadError>;
+}
+
+/// Load the head ONNX at `onnx` as head `H` named `name`, for `backbone` running at `grid`: the
+/// graph and its manifest ([`HeadGraph::load`] with the names of [`OnnxHead::OUTPUTS`]), each
+/// output's shape ([`HeadGraph::check_output`]), then [`OnnxHead::from_graph`].
+pub fn load_onnx_head<H: OnnxHead>(
+    name: &str,
+    onnx: &Path,
+    backbone: &Manifest,
+    grid: (usize, usize),
+) -> Result<H, HeadError> {
+    let names: Vec<&str> = H::OUTPUTS.iter().map(|&(n, _)| n).collect();
+    let graph = HeadGraph::load(onnx, backbone, grid, &names)?;
+    let classes = graph.manifest.class_names.len();
+    for (index, &(_, shape)) in H::OUTPUTS.iter().enumerate() {
+        graph.check_output(index, &shape.dims(classes, grid))?;
+    }
+    H::from_graph(name, graph, backbone, grid)
+}
 
 /// A head graph checked against its manifest and the backbone, compiled once.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::onnx::HeadGraph;
+use super::onnx::{load_onnx_head, HeadGraph, OnnxHead, OutputShape};
 use super::upsample::UpsamplerCache;
 use super::{ClassMap, HeadError, HeadInput, HeadOutput, Task, TaskHead};
 use crate::model::Manifest;
@@ -21,17 +21,15 @@ pub struct SegmentationHead {
     upsampler: UpsamplerCache,
 }
 
-impl SegmentationHead {
-    /// Load the head ONNX at `onnx` for `backbone` running at `grid`.
-    pub fn load(
+impl OnnxHead for SegmentationHead {
+    const OUTPUTS: &'static [(&'static str, OutputShape)] = &[("logits", OutputShape::ClassGrid)];
+
+    fn from_graph(
         name: &str,
-        onnx: &Path,
+        graph: HeadGraph,
         backbone: &Manifest,
         grid: (usize, usize),
     ) -> Result<Self, HeadError> {
-        let graph = HeadGraph::load(onnx, backbone, grid, &["logits"])?;
-        let k = graph.manifest.class_names.len();
-        graph.check_output(0, &[1, k, grid.0, grid.1])?;
         let palette = graph
             .manifest
             .segmentation
@@ -48,6 +46,18 @@ impl SegmentationHead {
             class_names,
             upsampler: UpsamplerCache::default(),
         })
+    }
+}
+
+impl SegmentationHead {
+    /// Load the head ONNX at `onnx` for `backbone` running at `grid` ([`load_onnx_head`]).
+    pub fn load(
+        name: &str,
+        onnx: &Path,
+        backbone: &Manifest,
+        grid: (usize, usize),
+    ) -> Result<Self, HeadError> {
+        load_onnx_head(name, onnx, backbone, grid)
     }
 
     /// Class names, background first.

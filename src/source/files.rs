@@ -23,13 +23,10 @@ use serde::{Deserialize, Serialize};
 use super::pacing::{thread_sleep, Pacer, RunState, SleepFn};
 use super::{FrameSource, SourceError, SourceStats};
 use crate::frame::{Clock, Frame, SystemClock};
-use crate::image_io::load_rgb;
+use crate::image_io::{self, load_rgb, ImageDirError};
 
 /// Distinct unreadable files warned about before further ones go to debug level.
 pub const MAX_SKIP_WARNINGS: usize = 10;
-
-/// Extensions read, compared case-insensitively.
-const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 /// Settings of a directory source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,56 +77,30 @@ impl FilesConfig {
     }
 }
 
-/// Whether a path names a PNG or JPEG by its extension (any case).
-fn is_image_name(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
-}
-
-/// The image files of a directory, sorted by name (see the module docs).
+/// The image files of a directory, sorted by name (see the module docs):
+/// [`crate::image_io::list_images`] with its errors as the `dir:` source reports them.
 ///
 /// Errors: [`SourceError::Missing`] if it does not exist, [`SourceError::BadParameter`] (`dir`)
 /// if it is not a directory, [`SourceError::PermissionDenied`], [`SourceError::NoImages`] if it
 /// holds no image files, [`SourceError::Io`] for other failures.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
-    let io = |source: std::io::Error| match source.kind() {
-        std::io::ErrorKind::NotFound => SourceError::Missing {
-            path: dir.to_path_buf(),
+    image_io::list_images(dir).map_err(|e| match e {
+        ImageDirError::Missing { dir } => SourceError::Missing {
+            path: dir,
             fix: "check the path given to dir:".into(),
         },
-        std::io::ErrorKind::PermissionDenied => SourceError::PermissionDenied {
-            path: dir.to_path_buf(),
+        ImageDirError::PermissionDenied { dir } => SourceError::PermissionDenied {
+            path: dir,
             fix: "make the directory readable by this user".into(),
         },
-        _ => SourceError::Io {
-            path: dir.to_path_buf(),
-            source,
-        },
-    };
-    let meta = std::fs::metadata(dir).map_err(io)?;
-    if !meta.is_dir() {
-        return Err(SourceError::BadParameter {
+        ImageDirError::NotADirectory { dir } => SourceError::BadParameter {
             name: "dir",
             value: dir.display().to_string(),
             reason: "is a file, not a directory; point dir: at a folder of images".into(),
-        });
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
-        // Follows symbolic links; a dangling link is not an image file.
-        if is_image_name(&path) && std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-            files.push(path);
-        }
-    }
-    if files.is_empty() {
-        return Err(SourceError::NoImages {
-            path: dir.to_path_buf(),
-        });
-    }
-    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(files)
+        },
+        ImageDirError::NoImages { dir } => SourceError::NoImages { path: dir },
+        ImageDirError::Io { dir, source } => SourceError::Io { path: dir, source },
+    })
 }
 
 /// A directory of images as a [`FrameSource`] (see the module docs).

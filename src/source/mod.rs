@@ -1,7 +1,7 @@
 //! Frame sources: where camera frames come from.
 //!
 //! Every source has the same small lifecycle ([`FrameSource`]: start / next frame / stop), hands
-//! out packed RGB8 [`Frame`]s stamped with their capture time on the injected [`Clock`](crate::frame::Clock), and
+//! out packed RGB8 [`Frame`]s stamped with their capture time on the injected [`Clock`], and
 //! counts what it had to skip. Sources: `synthetic` (seeded scene with ground truth), `dir:PATH`
 //! (image files) and `v4l2:/dev/videoN` (cameras). ROS image topics and MCAP replay arrive later
 //! behind the same trait.

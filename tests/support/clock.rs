@@ -1,5 +1,10 @@
 //! A clock the tests set by hand; sleeping on it (through [`ManualClock::sleeper`]) advances it
 //! instead of waiting, and is recorded.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

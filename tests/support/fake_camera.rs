@@ -10,6 +10,11 @@
         target_arch = "sparc64"
     ))
 ))]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
