@@ -1,5 +1,10 @@
 //! Heads in the pipeline: one backbone pass per frame whatever the number of heads; heads
 //! switched on and off and rate-limited at run time without reloading anything.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! The threaded pipeline: newest-wins drop policy, one backbone pass per processed frame, slow
 //! sinks that do not stall others, clean shutdown on a stop request, source failures.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 mod common;
 

@@ -2,6 +2,11 @@
 //! service clients: `Enhanced` (what rmw_fastrtps / rmw_connextdds clients send) and `Cyclone`
 //! (rmw_cyclonedds' in-payload header). The independent check of the Cyclone layout, against
 //! Python `cyclonedds`, is in tests/python/test_ros_interop.py.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
 
 mod common;
 
