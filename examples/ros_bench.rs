@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
     let mut node = RosNode::start(settings)?;
     let live = Arc::new(LiveSettings::new(true, true, 4, true));
     let plan = PublishPlan {
-        heads: names.clone(),
+        heads: names.iter().filter_map(|n| n.parse().ok()).collect(),
         calibration: Some(CameraCalibration::synthetic(640, 480)),
         rectified: false,
         vision_method: "bench".into(),

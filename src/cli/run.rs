@@ -280,7 +280,11 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
     let diagnostics = match node.as_mut() {
         Some(node) => {
             let plan = PublishPlan {
-                heads: heads.names(),
+                heads: heads
+                    .controls()
+                    .into_iter()
+                    .map(|(_, task, _)| task)
+                    .collect(),
                 calibration: calibration.clone(),
                 rectified: config.calibration.undistort,
                 vision_method: format!(

@@ -11,6 +11,7 @@ use super::msg::*;
 use super::node::{RosError, RosNode, TopicQos};
 use crate::calibration::{CameraCalibration, PointCloud, RayTable};
 use crate::frame::{Frame, Stamp};
+use crate::heads::manifest::Task;
 use crate::heads::{Detection, HeadOutput};
 use crate::pipeline::{FrameResult, Sink, SinkError, Status, STAGES};
 
@@ -42,6 +43,21 @@ pub mod topics {
     pub const DEBUG_IMAGE: &str = "dinov3/debug_image";
     /// diagnostic_msgs/DiagnosticArray (absolute).
     pub const DIAGNOSTICS: &str = "/diagnostics";
+
+    use crate::heads::manifest::Task;
+
+    /// The topic table: where each head's output is published (depth's points also need a
+    /// calibration).
+    pub fn of_head(task: Task) -> &'static [&'static str] {
+        match task {
+            Task::Detection => &[DETECTIONS, VISION_INFO],
+            Task::Segmentation => &[SEGMENTATION, SEGMENTATION_COLOR],
+            Task::Depth => &[DEPTH, POINTS],
+            Task::Classification => &[CLASSIFICATION],
+            Task::Anomaly => &[ANOMALY_SCORE, ANOMALY_MAP],
+            Task::Pca => &[PCA],
+        }
+    }
 }
 
 /// Publishing switches that parameters change while the node runs.
@@ -84,8 +100,8 @@ impl Default for LiveSettings {
 /// The task heads whose topics the node offers.
 #[derive(Debug, Clone, Default)]
 pub struct PublishPlan {
-    /// Head names loaded (detection, segmentation, depth, classification, anomaly, pca).
-    pub heads: Vec<String>,
+    /// The heads loaded.
+    pub heads: Vec<Task>,
     /// The calibration (camera_info and points need it).
     pub calibration: Option<CameraCalibration>,
     /// Frames reach the backbone undistorted (the rectified intrinsics apply).
@@ -285,13 +301,13 @@ impl RosSink {
         live: Arc<LiveSettings>,
     ) -> Result<RosSink, RosError> {
         use topics::*;
-        let has = |name: &str| plan.heads.iter().any(|h| h == name);
-        let detections = if has("detection") {
+        let has = |task: Task| plan.heads.contains(&task);
+        let detections = if has(Task::Detection) {
             Some(node.publisher(DETECTIONS, None)?)
         } else {
             None
         };
-        let vision_info = if has("detection") {
+        let vision_info = if has(Task::Detection) {
             let p: Publisher<VisionInfo> = node.publisher(VISION_INFO, Some(TopicQos::Latched))?;
             let msg = VisionInfo {
                 header: Header::default(),
@@ -306,7 +322,7 @@ impl RosSink {
         } else {
             None
         };
-        let segmentation = if has("segmentation") {
+        let segmentation = if has(Task::Segmentation) {
             Some((
                 node.publisher(SEGMENTATION, None)?,
                 node.publisher(SEGMENTATION_COLOR, None)?,
@@ -314,19 +330,19 @@ impl RosSink {
         } else {
             None
         };
-        let depth = if has("depth") {
+        let depth = if has(Task::Depth) {
             Some(node.publisher(DEPTH, None)?)
         } else {
             None
         };
-        let points = match (&plan.calibration, has("depth")) {
+        let points = match (&plan.calibration, has(Task::Depth)) {
             (Some(cal), true) => Some((
                 node.publisher(POINTS, None)?,
                 RayTable::new(cal, plan.rectified),
             )),
             _ => None,
         };
-        let anomaly = if has("anomaly") {
+        let anomaly = if has(Task::Anomaly) {
             Some((
                 node.publisher(ANOMALY_SCORE, None)?,
                 node.publisher(ANOMALY_MAP, None)?,
@@ -334,12 +350,12 @@ impl RosSink {
         } else {
             None
         };
-        let classification = if has("classification") {
+        let classification = if has(Task::Classification) {
             Some(node.publisher(CLASSIFICATION, None)?)
         } else {
             None
         };
-        let pca = if has("pca") {
+        let pca = if has(Task::Pca) {
             Some(node.publisher(PCA, None)?)
         } else {
             None
@@ -618,6 +634,18 @@ fn kv(key: &str, value: String) -> KeyValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_head_has_its_own_topics() {
+        let mut seen = std::collections::BTreeSet::new();
+        for task in Task::ALL {
+            let t = topics::of_head(task);
+            assert!(!t.is_empty(), "{task:?}");
+            for name in t {
+                assert!(seen.insert(*name), "{name} listed twice");
+            }
+        }
+    }
 
     #[test]
     fn detection_boxes_become_centre_and_size() {
