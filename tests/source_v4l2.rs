@@ -1,14 +1,6 @@
 //! The V4L2 source against a fake camera replaying recorded buffers (tests/fixtures/camera/),
 //! plus one hardware test that runs only when DINOV3_V4L2_DEVICE names a camera.
-#![cfg(all(
-    target_os = "linux",
-    target_pointer_width = "64",
-    not(any(
-        target_arch = "powerpc64",
-        target_arch = "mips64",
-        target_arch = "sparc64"
-    ))
-))]
+#![cfg(target_os = "linux")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

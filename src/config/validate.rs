@@ -137,15 +137,7 @@ fn source_settings(v: &Values) -> Result<(SourceSpec, SourceSettings), ConfigErr
             }
             SourceSettings::Files(c)
         }
-        #[cfg(all(
-            target_os = "linux",
-            target_pointer_width = "64",
-            not(any(
-                target_arch = "powerpc64",
-                target_arch = "mips64",
-                target_arch = "sparc64"
-            ))
-        ))]
+        #[cfg(target_os = "linux")]
         SourceSpec::V4l2(path) => {
             let mut c = crate::source::v4l2::V4l2Config::new(path);
             if let Some(f) = pixel_format {
@@ -164,15 +156,7 @@ fn source_settings(v: &Values) -> Result<(SourceSpec, SourceSettings), ConfigErr
             }
             SourceSettings::V4l2(c)
         }
-        #[cfg(not(all(
-            target_os = "linux",
-            target_pointer_width = "64",
-            not(any(
-                target_arch = "powerpc64",
-                target_arch = "mips64",
-                target_arch = "sparc64"
-            ))
-        )))]
+        #[cfg(not(target_os = "linux"))]
         SourceSpec::V4l2(path) => {
             let _ = (pixel_format, path);
             return Err(v

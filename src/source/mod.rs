@@ -11,17 +11,8 @@ pub mod files;
 pub mod pacing;
 pub mod ros_image;
 pub mod synthetic;
-// V4L2 capture: Linux, 64-bit (the ioctl structs of `v4l2/device.rs` are laid out for it) with
-// the generic ioctl encoding.
-#[cfg(all(
-    target_os = "linux",
-    target_pointer_width = "64",
-    not(any(
-        target_arch = "powerpc64",
-        target_arch = "mips64",
-        target_arch = "sparc64"
-    ))
-))]
+// V4L2 capture: Linux only; the crate builds elsewhere without it.
+#[cfg(target_os = "linux")]
 pub mod v4l2;
 
 use std::fmt;
@@ -48,15 +39,7 @@ pub enum SourceSettings {
     /// A directory of images.
     Files(files::FilesConfig),
     /// A V4L2 camera.
-    #[cfg(all(
-        target_os = "linux",
-        target_pointer_width = "64",
-        not(any(
-            target_arch = "powerpc64",
-            target_arch = "mips64",
-            target_arch = "sparc64"
-        ))
-    ))]
+    #[cfg(target_os = "linux")]
     V4l2(v4l2::V4l2Config),
     /// A ROS image topic (read through the node: see [`ros_image::RosImageSource`]).
     Ros {
@@ -83,15 +66,7 @@ impl SourceSettings {
                 files::FilesConfig { frame_id, ..c },
                 clock,
             )?),
-            #[cfg(all(
-                target_os = "linux",
-                target_pointer_width = "64",
-                not(any(
-                    target_arch = "powerpc64",
-                    target_arch = "mips64",
-                    target_arch = "sparc64"
-                ))
-            ))]
+            #[cfg(target_os = "linux")]
             SourceSettings::V4l2(c) => Box::new(
                 v4l2::V4l2Source::new(v4l2::V4l2Config { frame_id, ..c }, clock)?
                     .with_stop_flag(stop),

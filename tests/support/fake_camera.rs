@@ -1,15 +1,7 @@
 //! A fake V4L2 camera for the tests: replays recorded buffers through the public
 //! [`CaptureDevice`] trait and fails on demand (unplugged, refused, stalled, corrupt buffers).
 //! Linux-only, as the V4L2 source is (the condition of `src/source/mod.rs`).
-#![cfg(all(
-    target_os = "linux",
-    target_pointer_width = "64",
-    not(any(
-        target_arch = "powerpc64",
-        target_arch = "mips64",
-        target_arch = "sparc64"
-    ))
-))]
+#![cfg(target_os = "linux")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

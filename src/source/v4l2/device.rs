@@ -6,7 +6,8 @@
 //! because linuxvideo's `ReadStream` does not hand out what the source needs from each buffer
 //! (its capture timestamp, the clock that stamped it, its sequence number) and fixes the buffer
 //! count. The two ioctl structs involved (`v4l2_requestbuffers`, `v4l2_buffer`) follow
-//! `<linux/videodev2.h>` for 64-bit Linux; their sizes are checked at compile time.
+//! `<linux/videodev2.h>` (the pointer-sized and `timeval` members make the layout follow the
+//! target); their sizes are checked at compile time against the kernel's for 64- and 32-bit.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -314,16 +315,50 @@ impl Buffer {
     }
 }
 
-// The kernel's sizes on 64-bit Linux: a layout mistake fails the build, not the camera.
+// The kernel's sizes: a layout mistake fails the build, not the camera.
 const _: () = assert!(std::mem::size_of::<RequestBuffers>() == 20);
+#[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<Buffer>() == 88);
+#[cfg(target_pointer_width = "32")]
+const _: () = assert!(std::mem::size_of::<Buffer>() == 68);
 
-/// `_IOC(dir, 'V', nr, size)` in the generic encoding (x86_64, aarch64, riscv64).
+/// `_IOC(dir, 'V', nr, size)`: direction in the top bits, then the size, type and number.
 const fn ioc(dir: u64, nr: u64, size: usize) -> libc::Ioctl {
-    ((dir << 30) | ((size as u64) << 16) | ((b'V' as u64) << 8) | nr) as libc::Ioctl
+    ((dir << IOC_DIR_SHIFT) | ((size as u64) << 16) | ((b'V' as u64) << 8) | nr) as libc::Ioctl
 }
-const IOC_WRITE: u64 = 1;
-const IOC_READ_WRITE: u64 = 3;
+// The generic encoding (x86, arm, aarch64, riscv, ...): 2 direction bits, write = 1, read = 2.
+#[cfg(not(any(
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "mips",
+    target_arch = "mips32r6",
+    target_arch = "mips64",
+    target_arch = "mips64r6",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+)))]
+mod ioc_encoding {
+    pub const DIR_SHIFT: u64 = 30;
+    pub const WRITE: u64 = 1;
+    pub const READ_WRITE: u64 = 3;
+}
+// powerpc, mips and sparc: 3 direction bits, write = 4, read = 2.
+#[cfg(any(
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "mips",
+    target_arch = "mips32r6",
+    target_arch = "mips64",
+    target_arch = "mips64r6",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+))]
+mod ioc_encoding {
+    pub const DIR_SHIFT: u64 = 29;
+    pub const WRITE: u64 = 4;
+    pub const READ_WRITE: u64 = 6;
+}
+use ioc_encoding::{DIR_SHIFT as IOC_DIR_SHIFT, READ_WRITE as IOC_READ_WRITE, WRITE as IOC_WRITE};
 const VIDIOC_REQBUFS: libc::Ioctl = ioc(IOC_READ_WRITE, 8, std::mem::size_of::<RequestBuffers>());
 const VIDIOC_QUERYBUF: libc::Ioctl = ioc(IOC_READ_WRITE, 9, std::mem::size_of::<Buffer>());
 const VIDIOC_QBUF: libc::Ioctl = ioc(IOC_READ_WRITE, 15, std::mem::size_of::<Buffer>());
