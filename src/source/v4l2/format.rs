@@ -268,12 +268,19 @@ pub fn describe_offers(offered: &[OfferedFormat]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
 
-    fn request(format: PixelFormat, width: u32, height: u32, fps: u32) -> CaptureRequest {
+    /// A request with the default buffer count and stall timeout (shared with the source's
+    /// tests).
+    pub(crate) fn request(
+        format: PixelFormat,
+        width: u32,
+        height: u32,
+        fps: u32,
+    ) -> CaptureRequest {
         CaptureRequest {
             format,
             width,

@@ -567,18 +567,8 @@ impl<D: CaptureDevice> FrameSource for V4l2Source<D> {
 mod tests {
     use std::path::Path;
 
+    use super::format::tests::request;
     use super::*;
-
-    fn request(format: PixelFormat, width: u32, height: u32, fps: u32) -> CaptureRequest {
-        CaptureRequest {
-            format,
-            width,
-            height,
-            fps,
-            buffers: 4,
-            stall_timeout: Duration::from_secs(5),
-        }
-    }
     #[test]
     fn rejects_bad_configs() {
         let good = V4l2Config::new("/dev/video0");
