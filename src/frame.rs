@@ -9,6 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Image width of the sources that take a size (synthetic scene, v4l2) unless told otherwise.
+pub const DEFAULT_WIDTH: usize = 640;
+/// Image height the sources that take a size use unless told otherwise.
+pub const DEFAULT_HEIGHT: usize = 480;
+/// frame_id of frames when nothing names the camera.
+pub const DEFAULT_FRAME_ID: &str = "camera_optical_frame";
+
 /// Nanoseconds since the Unix epoch on the node's clock (what ROS `builtin_interfaces/Time` holds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Stamp(pub u64);

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use super::CommandError;
 use crate::dataset::{self, SyntheticDatasetOptions};
+use crate::frame::{DEFAULT_HEIGHT, DEFAULT_WIDTH};
 use crate::source::synthetic::SyntheticConfig;
-use crate::source::{DEFAULT_HEIGHT, DEFAULT_WIDTH};
 
 /// Dataset kinds.
 #[derive(Debug, clap::Subcommand)]

@@ -14,6 +14,7 @@ use crate::backend::LoadedBackbone;
 use crate::calibration::{CameraCalibration, Undistorter};
 use crate::config::{self, live, NodeConfig, NodeEnv, RunFlags};
 use crate::display::HeadLogSink;
+use crate::frame::DEFAULT_FRAME_ID;
 use crate::frame::{Clock, Frame, SystemClock};
 use crate::heads::loader::load_heads;
 use crate::heads::manifest::Task;
@@ -26,7 +27,7 @@ use crate::ros::publish::{DiagnosticsPublisher, LiveSettings, PublishPlan, RosSi
 use crate::ros::services::ParameterServices;
 use crate::ros::RosNode;
 use crate::source::ros_image::RosImageSource;
-use crate::source::{FrameSource, SourceError, SourceSettings, SourceStats, DEFAULT_FRAME_ID};
+use crate::source::{FrameSource, SourceError, SourceSettings, SourceStats};
 
 /// A ROS log level (`debug`, `info`, `warn`, `error`, `fatal`, any case).
 fn parse_log_level(text: &str) -> Result<log::LevelFilter, CommandError> {

@@ -33,7 +33,7 @@ fn defaults_are_the_synthetic_scene_and_the_bundled_model() {
         SourceSettings::Synthetic(s) => {
             assert_eq!(
                 (s.width, s.height),
-                (crate::source::DEFAULT_WIDTH, crate::source::DEFAULT_HEIGHT)
+                (crate::frame::DEFAULT_WIDTH, crate::frame::DEFAULT_HEIGHT)
             );
         }
         other => panic!("{other:?}"),

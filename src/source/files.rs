@@ -51,7 +51,7 @@ impl FilesConfig {
             dir: dir.into(),
             fps: 0.0,
             loop_forever: false,
-            frame_id: "camera_optical_frame".to_string(),
+            frame_id: crate::frame::DEFAULT_FRAME_ID.to_string(),
             max_frames: None,
         }
     }

@@ -24,13 +24,6 @@ use std::sync::Arc;
 
 use crate::frame::{Clock, Frame};
 
-/// Image width the sources that take a size (synthetic, v4l2) use unless told otherwise.
-pub const DEFAULT_WIDTH: usize = 640;
-/// Image height the sources that take a size use unless told otherwise.
-pub const DEFAULT_HEIGHT: usize = 480;
-/// frame_id of frames when nothing names the camera.
-pub const DEFAULT_FRAME_ID: &str = "camera_optical_frame";
-
 /// One source's settings as the configuration resolved them (see `config`).
 #[derive(Debug, Clone)]
 pub enum SourceSettings {

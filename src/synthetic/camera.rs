@@ -6,6 +6,7 @@ use std::ops::{Add, Mul, Sub};
 use serde::{Deserialize, Serialize};
 
 use super::config::bad;
+use crate::frame::{DEFAULT_HEIGHT, DEFAULT_WIDTH};
 use crate::source::SourceError;
 
 /// The pinhole camera that renders the scene: no distortion, no roll, looking forward and
@@ -29,7 +30,7 @@ pub struct SyntheticCamera {
 
 impl Default for SyntheticCamera {
     fn default() -> Self {
-        SyntheticCamera::for_image(640, 480)
+        SyntheticCamera::for_image(DEFAULT_WIDTH, DEFAULT_HEIGHT)
     }
 }
 

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::frame::{DEFAULT_FRAME_ID, DEFAULT_HEIGHT, DEFAULT_WIDTH};
 use crate::source::SourceError;
 
 /// Largest accepted `num_objects`.
@@ -38,11 +39,11 @@ pub struct SyntheticConfig {
 impl Default for SyntheticConfig {
     fn default() -> Self {
         SyntheticConfig {
-            width: 640,
-            height: 480,
+            width: DEFAULT_WIDTH,
+            height: DEFAULT_HEIGHT,
             fps: 15.0,
             seed: 0,
-            frame_id: "camera_optical_frame".to_string(),
+            frame_id: DEFAULT_FRAME_ID.to_string(),
             num_objects: 6,
             max_frames: None,
         }

@@ -118,12 +118,12 @@ impl V4l2Config {
         V4l2Config {
             path: path.into(),
             format: PixelFormat::Yuyv,
-            width: super::DEFAULT_WIDTH as u32,
-            height: super::DEFAULT_HEIGHT as u32,
+            width: crate::frame::DEFAULT_WIDTH as u32,
+            height: crate::frame::DEFAULT_HEIGHT as u32,
             fps: 30,
             buffers: 4,
             yuv: YuvEncoding::default(),
-            frame_id: super::DEFAULT_FRAME_ID.into(),
+            frame_id: crate::frame::DEFAULT_FRAME_ID.into(),
             reconnect: Backoff::default(),
             stall_timeout: Duration::from_secs(5),
         }
