@@ -21,7 +21,7 @@ use dinov3_perception::backend::{BackboneOutputs, OutputTensor};
 use dinov3_perception::heads::classification::ClassificationHead;
 use dinov3_perception::heads::depth::DepthHead;
 use dinov3_perception::heads::detection::{decode, nms, Candidate, DetectionHead};
-use dinov3_perception::heads::onnx::HeadGraph;
+use dinov3_perception::heads::onnx::{HeadGraph, OnnxHead};
 use dinov3_perception::heads::segmentation::SegmentationHead;
 use dinov3_perception::heads::upsample::Upsampler;
 use dinov3_perception::heads::{HeadInput, HeadOutput, TaskHead};

@@ -1,9 +1,7 @@
 //! Classification head: a linear probe on CLS (optionally with the mean patch token, which the
 //! graph computes) -> softmax -> top-k labels.
 
-use std::path::Path;
-
-use super::onnx::{load_onnx_head, HeadGraph, OnnxHead, OutputShape};
+use super::onnx::{HeadGraph, OnnxHead, OutputShape};
 use super::{ClassScore, HeadError, HeadInput, HeadOutput, Task, TaskHead};
 use crate::model::Manifest;
 
@@ -47,16 +45,6 @@ impl OnnxHead for ClassificationHead {
 }
 
 impl ClassificationHead {
-    /// Load the head ONNX at `onnx` for `backbone` running at `grid` ([`load_onnx_head`]).
-    pub fn load(
-        name: &str,
-        onnx: &Path,
-        backbone: &Manifest,
-        grid: (usize, usize),
-    ) -> Result<Self, HeadError> {
-        load_onnx_head(name, onnx, backbone, grid)
-    }
-
     /// Raw logits `[K]` of one frame (for parity tests).
     pub fn logits(&mut self, input: &HeadInput) -> Result<Vec<f32>, HeadError> {
         let k = self.graph.manifest.class_names.len();

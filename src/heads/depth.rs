@@ -1,10 +1,8 @@
 //! Monocular depth head: per-patch metric depth -> bilinear upsampling to camera pixels -> clamp
 //! to the manifest's range.
 
-use std::path::Path;
-
 use super::manifest::DepthParams;
-use super::onnx::{load_onnx_head, HeadGraph, OnnxHead, OutputShape};
+use super::onnx::{HeadGraph, OnnxHead, OutputShape};
 use super::upsample::UpsamplerCache;
 use super::{FloatImage, HeadError, HeadInput, HeadOutput, Task, TaskHead};
 use crate::model::Manifest;
@@ -44,16 +42,6 @@ impl OnnxHead for DepthHead {
 }
 
 impl DepthHead {
-    /// Load the head ONNX at `onnx` for `backbone` running at `grid` ([`load_onnx_head`]).
-    pub fn load(
-        name: &str,
-        onnx: &Path,
-        backbone: &Manifest,
-        grid: (usize, usize),
-    ) -> Result<Self, HeadError> {
-        load_onnx_head(name, onnx, backbone, grid)
-    }
-
     /// The depth range outputs are clamped to.
     pub fn params(&self) -> &DepthParams {
         &self.params

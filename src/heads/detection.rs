@@ -6,10 +6,8 @@
 //! pairs at or above the score threshold; NMS follows the tie rule in `models/HEADS.md` so that
 //! Rust and the Python reference keep identical boxes.
 
-use std::path::Path;
-
 use super::manifest::DetectionParams;
-use super::onnx::{expect_shape, load_onnx_head, HeadGraph, OnnxHead, OutputShape};
+use super::onnx::{expect_shape, HeadGraph, OnnxHead, OutputShape};
 use super::{Detection, HeadError, HeadInput, HeadOutput, Task, TaskHead};
 use crate::model::Manifest;
 
@@ -147,16 +145,6 @@ impl OnnxHead for DetectionHead {
 }
 
 impl DetectionHead {
-    /// Load the head ONNX at `onnx` for `backbone` running at `grid` ([`load_onnx_head`]).
-    pub fn load(
-        name: &str,
-        onnx: &Path,
-        backbone: &Manifest,
-        grid: (usize, usize),
-    ) -> Result<Self, HeadError> {
-        load_onnx_head(name, onnx, backbone, grid)
-    }
-
     /// Current post-processing settings.
     pub fn params(&self) -> &DetectionParams {
         &self.params

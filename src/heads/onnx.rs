@@ -56,6 +56,16 @@ pub trait OnnxHead: TaskHead + Sized + 'static {
         backbone: &Manifest,
         grid: (usize, usize),
     ) -> Result<Self, HeadError>;
+
+    /// Load the head ONNX at `onnx` for `backbone` running at `grid` ([`load_onnx_head`]).
+    fn load(
+        name: &str,
+        onnx: &Path,
+        backbone: &Manifest,
+        grid: (usize, usize),
+    ) -> Result<Self, HeadError> {
+        load_onnx_head(name, onnx, backbone, grid)
+    }
 }
 
 /// Load the head ONNX at `onnx` as head `H` named `name`, for `backbone` running at `grid`: the

@@ -1,10 +1,9 @@
 //! Semantic segmentation head: per-patch logits -> bilinear upsampling of the logits to camera
 //! pixels -> argmax, plus a colour image from the manifest's palette.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use super::onnx::{load_onnx_head, HeadGraph, OnnxHead, OutputShape};
+use super::onnx::{HeadGraph, OnnxHead, OutputShape};
 use super::upsample::UpsamplerCache;
 use super::{ClassMap, HeadError, HeadInput, HeadOutput, Task, TaskHead};
 use crate::model::Manifest;
@@ -50,16 +49,6 @@ impl OnnxHead for SegmentationHead {
 }
 
 impl SegmentationHead {
-    /// Load the head ONNX at `onnx` for `backbone` running at `grid` ([`load_onnx_head`]).
-    pub fn load(
-        name: &str,
-        onnx: &Path,
-        backbone: &Manifest,
-        grid: (usize, usize),
-    ) -> Result<Self, HeadError> {
-        load_onnx_head(name, onnx, backbone, grid)
-    }
-
     /// Class names, background first.
     pub fn class_names(&self) -> &[String] {
         &self.class_names

@@ -326,8 +326,9 @@ const _: () = assert!(std::mem::size_of::<Buffer>() == 68);
 const fn ioc(dir: u64, nr: u64, size: usize) -> libc::Ioctl {
     ((dir << IOC_DIR_SHIFT) | ((size as u64) << 16) | ((b'V' as u64) << 8) | nr) as libc::Ioctl
 }
-// The generic encoding (x86, arm, aarch64, riscv, ...): 2 direction bits, write = 1, read = 2.
-#[cfg(not(any(
+/// powerpc, mips and sparc encode the direction in 3 bits (write = 4); the others, in the
+/// generic encoding (x86, arm, aarch64, riscv, ...), in 2 (write = 1). Read is 2 in both.
+const IOC_THREE_DIRECTION_BITS: bool = cfg!(any(
     target_arch = "powerpc",
     target_arch = "powerpc64",
     target_arch = "mips",
@@ -336,29 +337,10 @@ const fn ioc(dir: u64, nr: u64, size: usize) -> libc::Ioctl {
     target_arch = "mips64r6",
     target_arch = "sparc",
     target_arch = "sparc64"
-)))]
-mod ioc_encoding {
-    pub const DIR_SHIFT: u64 = 30;
-    pub const WRITE: u64 = 1;
-    pub const READ_WRITE: u64 = 3;
-}
-// powerpc, mips and sparc: 3 direction bits, write = 4, read = 2.
-#[cfg(any(
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "mips",
-    target_arch = "mips32r6",
-    target_arch = "mips64",
-    target_arch = "mips64r6",
-    target_arch = "sparc",
-    target_arch = "sparc64"
-))]
-mod ioc_encoding {
-    pub const DIR_SHIFT: u64 = 29;
-    pub const WRITE: u64 = 4;
-    pub const READ_WRITE: u64 = 6;
-}
-use ioc_encoding::{DIR_SHIFT as IOC_DIR_SHIFT, READ_WRITE as IOC_READ_WRITE, WRITE as IOC_WRITE};
+));
+const IOC_DIR_SHIFT: u64 = if IOC_THREE_DIRECTION_BITS { 29 } else { 30 };
+const IOC_WRITE: u64 = if IOC_THREE_DIRECTION_BITS { 4 } else { 1 };
+const IOC_READ_WRITE: u64 = IOC_WRITE | 2;
 const VIDIOC_REQBUFS: libc::Ioctl = ioc(IOC_READ_WRITE, 8, std::mem::size_of::<RequestBuffers>());
 const VIDIOC_QUERYBUF: libc::Ioctl = ioc(IOC_READ_WRITE, 9, std::mem::size_of::<Buffer>());
 const VIDIOC_QBUF: libc::Ioctl = ioc(IOC_READ_WRITE, 15, std::mem::size_of::<Buffer>());
