@@ -331,8 +331,13 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         stop,
         &mut |status| {
             log::info!("{}", status.line());
-            if let Some(d) = &diagnostics {
-                d.publish(status, status_clock.now());
+            if let (Some(d), Some(node)) = (&diagnostics, &node) {
+                let malformed = services.as_ref().map_or(0, |s| s.malformed_requests());
+                let counters = [
+                    ("rosout_dropped", node.rosout_dropped()),
+                    ("parameter_requests_malformed", malformed),
+                ];
+                d.publish(status, status_clock.now(), &counters);
             }
         },
     )?;

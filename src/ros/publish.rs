@@ -562,7 +562,14 @@ impl DiagnosticsPublisher {
     }
 
     /// The message for one status snapshot.
-    pub fn message(&self, status: &Status, now: Stamp) -> DiagnosticArray {
+    /// `node_counters` are the node's own counters (`/rosout` lines dropped, malformed
+    /// parameter requests), added as they are.
+    pub fn message(
+        &self,
+        status: &Status,
+        now: Stamp,
+        node_counters: &[(&str, u64)],
+    ) -> DiagnosticArray {
         let sink_drops: u64 = status.sink_drops.values().sum();
         let mut values = vec![
             kv("fps", format!("{:.2}", status.fps)),
@@ -587,6 +594,7 @@ impl DiagnosticsPublisher {
                 }
             }
         }
+        values.extend(node_counters.iter().map(|(k, v)| kv(k, v.to_string())));
         values.extend(self.static_values.iter().cloned());
         let (level, message) = if status.processed == 0 {
             (diagnostic_level::WARN, "no frame processed yet".to_string())
@@ -617,8 +625,11 @@ impl DiagnosticsPublisher {
     }
 
     /// Publish one status snapshot.
-    pub fn publish(&self, status: &Status, now: Stamp) {
-        if let Err(e) = self.publisher.publish(self.message(status, now)) {
+    pub fn publish(&self, status: &Status, now: Stamp, node_counters: &[(&str, u64)]) {
+        if let Err(e) = self
+            .publisher
+            .publish(self.message(status, now, node_counters))
+        {
             log::warn!("publishing /diagnostics: {e:?}");
         }
     }

@@ -63,7 +63,8 @@ DEMO = REPO / "models" / "demo"
 NODE_NAME = "dinov3_perception"
 # Diagnostics: the pipeline status and its keys.
 PIPELINE_STATUS_NAME = "dinov3_perception: pipeline"
-DIAG_REQUIRED_KEYS = ("fps", "frames_processed", "frames_dropped", "backend", "model")
+DIAG_REQUIRED_KEYS = ("fps", "frames_processed", "frames_dropped", "backend", "model",
+                      "rosout_dropped", "parameter_requests_malformed")
 LATENCY_KEY = re.compile(r"latency|_ms$")  # per-stage latency keys match this
 # Counter of source frames that were skipped as malformed (ROS image source).
 SOURCE_SKIPPED_KEY = "source_skipped"
@@ -934,6 +935,9 @@ def test_node_publishes_every_topic(launch):
     gaps = np.diff(sorted(s for s, _, _ in ps)) / 1e9
     assert ((gaps > 0.5) & (gaps < 2.0)).all(), gaps
     assert int(ps[-1][1]["frames_processed"]) > 0
+    # Nothing floods /rosout or the parameter services in this run: both counters stay at 0.
+    assert int(ps[-1][1]["rosout_dropped"]) == 0, ps[-1][1]
+    assert int(ps[-1][1]["parameter_requests_malformed"]) == 0, ps[-1][1]
     print(f"received {({k: len(v) for k, v in got.items()})}; {len(common)} frames on every topic, "
           f"{checked} point clouds checked against depth, {n_boxes} boxes")
 
