@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::npz::write_npy_f32;
-use crate::source::SourceError;
+use crate::synthetic::SceneConfigError;
 use crate::synthetic::{SyntheticCamera, SyntheticConfig, SyntheticScene, CLASS_NAMES};
 
 /// Label of a classification image with no visible object.
@@ -30,7 +30,7 @@ pub const NO_OBJECT_LABEL: &str = "none";
 pub enum DatasetError {
     /// A setting is out of range.
     #[error("{0}")]
-    Config(#[from] SourceError),
+    Config(#[from] SceneConfigError),
     /// A count is zero.
     #[error("{name} is 0: ask for at least one")]
     Empty {

@@ -11,7 +11,9 @@ use std::time::Duration;
 use dinov3_perception::frame::{Clock, Frame, GroundTruth, Stamp};
 use dinov3_perception::source::synthetic::{SyntheticConfig, SyntheticSource};
 use dinov3_perception::source::{FrameSource, SourceError};
-use dinov3_perception::synthetic::{render, SyntheticCamera, SyntheticScene, CLASS_NAMES};
+use dinov3_perception::synthetic::{
+    render, SceneConfigError, SyntheticCamera, SyntheticScene, CLASS_NAMES,
+};
 
 mod support;
 use support::clock::ManualClock;
@@ -475,7 +477,7 @@ fn invalid_config_names_the_parameter() {
     };
     assert!(matches!(
         render(&zero, &SyntheticCamera::default(), 0),
-        Err(SourceError::BadParameter { name: "height", .. })
+        Err(SceneConfigError { name: "height", .. })
     ));
 }
 

@@ -14,11 +14,22 @@ pub use super::pacing::SleepFn;
 use super::pacing::{thread_sleep, Pacer, RunState};
 use super::{FrameSource, SourceError, SourceStats};
 use crate::frame::{Clock, Frame, SystemClock};
-use crate::synthetic::{SyntheticCamera, SyntheticScene};
+use crate::synthetic::{SceneConfigError, SyntheticCamera, SyntheticScene};
 
 /// The scene's config, which also holds this source's settings (`fps`, `frame_id`,
 /// `max_frames`).
 pub use crate::synthetic::SyntheticConfig;
+
+/// A scene setting out of range is a source parameter out of range.
+impl From<SceneConfigError> for SourceError {
+    fn from(e: SceneConfigError) -> Self {
+        SourceError::BadParameter {
+            name: e.name,
+            value: e.value,
+            reason: e.reason,
+        }
+    }
+}
 
 /// The synthetic scene as a [`FrameSource`]: frame `n` is [`SyntheticScene::render`]`(n)`, with
 /// seq `n`, stamped on the injected clock and paced at `fps` (see the module docs).

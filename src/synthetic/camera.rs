@@ -5,9 +5,8 @@ use std::ops::{Add, Mul, Sub};
 
 use serde::{Deserialize, Serialize};
 
-use super::config::bad;
+use super::config::{bad, SceneConfigError};
 use crate::frame::{DEFAULT_HEIGHT, DEFAULT_WIDTH};
-use crate::source::SourceError;
 
 /// The pinhole camera that renders the scene: no distortion, no roll, looking forward and
 /// `pitch_rad` down at a flat ground plane (see the module docs for frames and conventions).
@@ -50,7 +49,7 @@ impl SyntheticCamera {
     }
 
     /// Check every field; the error names the first bad one.
-    pub fn validate(&self) -> Result<(), SourceError> {
+    pub fn validate(&self) -> Result<(), SceneConfigError> {
         for (name, value) in [("fx", self.fx), ("fy", self.fy)] {
             if !value.is_finite() || value <= 0.0 {
                 return Err(bad(name, value, "focal length must be > 0 pixels".into()));
@@ -227,7 +226,7 @@ mod tests {
     #[test]
     fn camera_validation_names_the_parameter() {
         let name = |cam: SyntheticCamera| match cam.validate() {
-            Err(SourceError::BadParameter { name, .. }) => name,
+            Err(SceneConfigError { name, .. }) => name,
             other => panic!("{other:?}"),
         };
         let ok = SyntheticCamera::default();

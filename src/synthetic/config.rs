@@ -7,7 +7,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::frame::{DEFAULT_FRAME_ID, DEFAULT_HEIGHT, DEFAULT_WIDTH};
-use crate::source::SourceError;
 
 /// Largest accepted `num_objects`.
 pub const MAX_OBJECTS: usize = 64;
@@ -52,7 +51,7 @@ impl Default for SyntheticConfig {
 
 impl SyntheticConfig {
     /// Check every field; the error names the first bad one.
-    pub fn validate(&self) -> Result<(), SourceError> {
+    pub fn validate(&self) -> Result<(), SceneConfigError> {
         for (name, value) in [("width", self.width), ("height", self.height)] {
             if value == 0 || value > MAX_SIDE {
                 return Err(bad(
@@ -96,13 +95,25 @@ impl SyntheticConfig {
     }
 }
 
-/// A `BadParameter` error.
+/// A scene or camera setting out of range; names the setting, its value and the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("synthetic scene setting {name} = {value} is invalid: {reason}")]
+pub struct SceneConfigError {
+    /// Setting name.
+    pub name: &'static str,
+    /// Its value.
+    pub value: String,
+    /// Why, and the fix.
+    pub reason: String,
+}
+
+/// A [`SceneConfigError`].
 pub(super) fn bad(
     name: &'static str,
     value: impl std::fmt::Display,
     reason: String,
-) -> SourceError {
-    SourceError::BadParameter {
+) -> SceneConfigError {
+    SceneConfigError {
         name,
         value: value.to_string(),
         reason,

@@ -69,6 +69,6 @@ mod scene;
 mod truth;
 
 pub use camera::SyntheticCamera;
-pub use config::{SyntheticConfig, DEFAULT_SCENE_RATE_HZ, MAX_OBJECTS, MAX_SIDE};
+pub use config::{SceneConfigError, SyntheticConfig, DEFAULT_SCENE_RATE_HZ, MAX_OBJECTS, MAX_SIDE};
 pub use objects::{CLASS_BALL, CLASS_BOX, CLASS_CONE, CLASS_GROUND, CLASS_NAMES};
 pub use scene::{render, SyntheticScene};

@@ -5,13 +5,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::camera::{Basis, SyntheticCamera, V3};
-use super::config::SyntheticConfig;
+use super::config::{SceneConfigError, SyntheticConfig};
 use super::ground::{floor_i64, hash2, scene_row, Row, Shadow, GRAIN_M, TILE_M};
 use super::look::{lerp3, seeded_look, to_u8, Look, Rgb};
 use super::objects::{seeded_objects, ObjectSpec, Placed};
 use super::truth::TruthBuffers;
 use crate::frame::GroundTruth;
-use crate::source::SourceError;
 
 /// Render frame `frame_index` of the scene a config and camera describe, without a clock: packed
 /// RGB8 pixels (`height * width * 3`) and the ground truth. For dataset tools; the source uses the
@@ -21,7 +20,7 @@ pub fn render(
     config: &SyntheticConfig,
     camera: &SyntheticCamera,
     frame_index: u64,
-) -> Result<(Vec<u8>, GroundTruth), SourceError> {
+) -> Result<(Vec<u8>, GroundTruth), SceneConfigError> {
     Ok(SyntheticScene::new(config, camera)?.render(frame_index))
 }
 
@@ -40,7 +39,10 @@ pub struct SyntheticScene {
 
 impl SyntheticScene {
     /// Validate the config and camera and draw the seeded scene.
-    pub fn new(config: &SyntheticConfig, camera: &SyntheticCamera) -> Result<Self, SourceError> {
+    pub fn new(
+        config: &SyntheticConfig,
+        camera: &SyntheticCamera,
+    ) -> Result<Self, SceneConfigError> {
         config.validate()?;
         camera.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
