@@ -357,18 +357,21 @@ fn run_with_a_missing_camera_or_directory_is_bad_input() {
 #[test]
 fn predict_writes_every_head_output_and_names_a_bad_images_dir() {
     let out = tempfile::tempdir().unwrap();
+    let predict = |images: &Path| {
+        bin(&[
+            "predict",
+            "--model",
+            "models/demo/dinov3_tiny_240x320.onnx",
+            "--heads",
+            "models/demo",
+            "--images",
+            images.to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+    };
     let images = fixture("camera");
-    let o = bin(&[
-        "predict",
-        "--model",
-        "models/demo/dinov3_tiny_240x320.onnx",
-        "--heads",
-        "models/demo",
-        "--images",
-        images.to_str().unwrap(),
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
+    let o = predict(&images);
     assert!(o.status.success(), "{}", stderr(&o));
     let pngs = std::fs::read_dir(&images)
         .unwrap()
@@ -392,16 +395,6 @@ fn predict_writes_every_head_output_and_names_a_bad_images_dir() {
     assert!(dets.is_array(), "{dets}");
 
     let empty = tempfile::tempdir().unwrap();
-    let o = bin(&[
-        "predict",
-        "--model",
-        "models/demo/dinov3_tiny_240x320.onnx",
-        "--heads",
-        "models/demo",
-        "--images",
-        empty.path().to_str().unwrap(),
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
+    let o = predict(empty.path());
     assert_bad_input(&o, &[empty.path().to_str().unwrap()]);
 }
