@@ -98,6 +98,9 @@ pub enum CommandError {
     /// A command-line value is invalid.
     #[error("{0}")]
     Usage(String),
+    /// The process could not set itself up (not the input's fault).
+    #[error("{0}")]
+    Startup(String),
     /// ROS node or DDS (boxed: the variant is large).
     #[error(transparent)]
     Ros(Box<RosError>),
@@ -148,7 +151,7 @@ impl CommandError {
             CommandError::Source(e) => bad(e.is_bad_input()),
             CommandError::Head(e) => bad(e.is_bad_input()),
             CommandError::Bank(e) => bad(e.is_bad_input()),
-            CommandError::Write { .. } => exit::FAILURE,
+            CommandError::Write { .. } | CommandError::Startup(_) => exit::FAILURE,
             CommandError::ImageDir(e) => bad(e.is_bad_input()),
             CommandError::Ros(e) => bad(e.is_bad_input()),
             CommandError::Calibration(e) => bad(e.is_bad_input()),

@@ -55,7 +55,7 @@ pub fn run(flags: &RunFlags, ros_tokens: &[String]) -> Result<(), CommandError> 
             }
         })
         .map_err(|e| {
-            CommandError::Usage(format!("cannot install the SIGINT/SIGTERM handler: {e}"))
+            CommandError::Startup(format!("cannot install the SIGINT/SIGTERM handler: {e}"))
         })?;
     }
     let ros = RosArgs::parse(ros_tokens, DEFAULT_NODE_NAME).map_err(crate::ros::RosError::from)?;
