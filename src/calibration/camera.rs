@@ -2,7 +2,7 @@
 //! intrinsics, projection of points and rays of pixels; and [`CalibrationError`], the errors of
 //! reading or using one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::lens::{positive, DistortionModel, Lens, SUPPORTED_MODELS};
 use crate::synthetic::SyntheticCamera;
@@ -219,6 +219,28 @@ pub enum CalibrationError {
     /// A point cloud stride of 0 was asked for.
     #[error("point cloud stride must be at least 1 (1 = every pixel, 2 = every other one)")]
     ZeroStride,
+}
+
+/// `Ok` when a buffer for an image of the calibrated size (`width` x `height` of the calibration
+/// at `origin`) has the `expected` length; else [`CalibrationError::BufferSize`].
+pub(super) fn check_buffer_len(
+    origin: &Path,
+    (width, height): (usize, usize),
+    what: &'static str,
+    len: usize,
+    expected: usize,
+) -> Result<(), CalibrationError> {
+    if len == expected {
+        return Ok(());
+    }
+    Err(CalibrationError::BufferSize {
+        path: origin.to_path_buf(),
+        what,
+        len,
+        expected,
+        width,
+        height,
+    })
 }
 
 impl CalibrationError {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::camera::{CalibrationError, CameraCalibration};
+use super::camera::{check_buffer_len, CalibrationError, CameraCalibration};
 
 /// An organised point cloud in the camera optical frame (x right, y down, z forward), metres.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,21 +134,10 @@ impl RayTable {
             return Err(CalibrationError::ZeroStride);
         }
         let pixels = self.width * self.height;
-        let size_error = |what, len, expected| CalibrationError::BufferSize {
-            path: self.origin.clone(),
-            what,
-            len,
-            expected,
-            width: self.width,
-            height: self.height,
-        };
-        if depth.len() != pixels {
-            return Err(size_error("depth image", depth.len(), pixels));
-        }
+        let size = (self.width, self.height);
+        check_buffer_len(&self.origin, size, "depth image", depth.len(), pixels)?;
         if let Some(rgb) = rgb {
-            if rgb.len() != pixels * 3 {
-                return Err(size_error("rgb image", rgb.len(), pixels * 3));
-            }
+            check_buffer_len(&self.origin, size, "rgb image", rgb.len(), pixels * 3)?;
         }
         let (out_w, out_h) = (self.width.div_ceil(stride), self.height.div_ceil(stride));
         let mut points = Vec::with_capacity(out_w * out_h);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use nalgebra::{Matrix3, Vector3};
 
-use super::camera::{CalibrationError, CameraCalibration};
+use super::camera::{check_buffer_len, CalibrationError, CameraCalibration};
 
 /// Fractional bits of the undistortion map: source positions in 1/256 pixel.
 const MAP_FRACTION_BITS: u32 = 8;
@@ -126,16 +126,7 @@ impl Undistorter {
             ("source image", src_rgb.len()),
             ("output image", dst_rgb.len()),
         ] {
-            if len != expected {
-                return Err(CalibrationError::BufferSize {
-                    path: self.origin.clone(),
-                    what,
-                    len,
-                    expected,
-                    width: self.width,
-                    height: self.height,
-                });
-            }
+            check_buffer_len(&self.origin, (self.width, self.height), what, len, expected)?;
         }
         // The right-neighbour step as a constant lets the compiler drop the bounds checks
         // inside each 2x2 neighbourhood.
