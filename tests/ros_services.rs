@@ -124,6 +124,29 @@ where
 }
 
 /// The current `points.stride`.
+/// `set_parameters_atomically` with `params`.
+fn set_atomically(
+    c: &mut Node,
+    mapping: ServiceMapping,
+    params: &[(&str, ParameterValue)],
+) -> SetParametersAtomicallyResponse {
+    call(
+        c,
+        mapping,
+        "set_parameters_atomically",
+        "SetParametersAtomically",
+        SetParametersRequest {
+            parameter: params
+                .iter()
+                .map(|(name, value)| raw::Parameter {
+                    name: name.to_string(),
+                    value: value.clone().into(),
+                })
+                .collect(),
+        },
+    )
+}
+
 fn stride(c: &mut Node, mapping: ServiceMapping) -> ParameterValue {
     let got: GetParametersResponse = call(
         c,
@@ -245,23 +268,13 @@ fn check_layout(mapping: ServiceMapping, client_name: &str, domain: u16) {
     );
     assert_eq!(t.values, vec![1, 3]);
     // All or nothing: one bad value leaves the good one unchanged.
-    let r: SetParametersAtomicallyResponse = call(
+    let r = set_atomically(
         &mut c,
         mapping,
-        "set_parameters_atomically",
-        "SetParametersAtomically",
-        SetParametersRequest {
-            parameter: vec![
-                raw::Parameter {
-                    name: "points.stride".into(),
-                    value: ParameterValue::Integer(2).into(),
-                },
-                raw::Parameter {
-                    name: "points.rgb".into(),
-                    value: ParameterValue::Integer(2).into(),
-                },
-            ],
-        },
+        &[
+            ("points.stride", ParameterValue::Integer(2)),
+            ("points.rgb", ParameterValue::Integer(2)),
+        ],
     );
     assert!(
         !r.result.successful && r.result.reason.contains("wrong type"),
@@ -271,23 +284,13 @@ fn check_layout(mapping: ServiceMapping, client_name: &str, domain: u16) {
     assert_eq!(stride(&mut c, mapping), ParameterValue::Integer(8));
     // All or nothing includes the run-time actions: the values are fine, but the head is not
     // loaded; the stride set before it in the request must not be applied either.
-    let r: SetParametersAtomicallyResponse = call(
+    let r = set_atomically(
         &mut c,
         mapping,
-        "set_parameters_atomically",
-        "SetParametersAtomically",
-        SetParametersRequest {
-            parameter: vec![
-                raw::Parameter {
-                    name: "points.stride".into(),
-                    value: ParameterValue::Integer(2).into(),
-                },
-                raw::Parameter {
-                    name: "heads.detection.enabled".into(),
-                    value: ParameterValue::Boolean(false).into(),
-                },
-            ],
-        },
+        &[
+            ("points.stride", ParameterValue::Integer(2)),
+            ("heads.detection.enabled", ParameterValue::Boolean(false)),
+        ],
     );
     assert!(
         !r.result.successful && r.result.reason.contains("not loaded"),
