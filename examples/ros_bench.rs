@@ -20,11 +20,12 @@ use std::time::Instant;
 use dinov3_perception::calibration::CameraCalibration;
 use dinov3_perception::config::share::{bundled_heads, bundled_model};
 use dinov3_perception::frame::SystemClock;
-use dinov3_perception::pipeline::Sink;
 use dinov3_perception::ros::msg::{Detection2DArray, Image, PointCloud2};
 use dinov3_perception::ros::node::NodeSettings;
-use dinov3_perception::ros::publish::{topics, LiveSettings, PublishPlan, RosSink};
 use dinov3_perception::ros::RosNode;
+use dinov3_perception::sink::outputs::{topics, LiveSettings, PublishPlan};
+use dinov3_perception::sink::ros::RosSink;
+use dinov3_perception::sink::Sink;
 use dinov3_perception::BackboneModel;
 
 fn main() -> anyhow::Result<()> {

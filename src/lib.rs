@@ -20,7 +20,8 @@
 //! * [`bank`]: building AnomalyDINO memory banks from normal images (`bank build`).
 //! * [`dataset`]: the synthetic scene written as COCO / PNG masks / depth / ImageFolder data.
 //! * [`eval`]: pixel metrics against ground truth (mIoU, depth errors, box recall).
-//! * [`display`]: head outputs as log lines (what the default run shows).
+//! * [`result`]: what inference computed for one frame ([`result::FrameResult`]).
+//! * [`sink`]: consumers of results: head log lines, ROS topics, the recorder, the live view.
 //! * [`telemetry`]: logging, rate-limited warnings, fixed-size stage latency histograms.
 //! * [`image_io`]: reading images from files with errors that name the file.
 //! * [`npz`]: writing float32 arrays as NumPy `.npz`.
@@ -36,7 +37,6 @@ pub mod calibration;
 pub mod cli;
 pub mod config;
 pub mod dataset;
-pub mod display;
 pub mod eval;
 pub mod features;
 pub mod frame;
@@ -46,7 +46,9 @@ pub mod model;
 pub mod npz;
 pub mod pipeline;
 pub mod preprocess;
+pub mod result;
 pub mod ros;
+pub mod sink;
 pub mod source;
 pub mod synthetic;
 pub mod telemetry;

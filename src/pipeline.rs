@@ -20,12 +20,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 
-use crate::backend::{BackboneOutputs, BackendError, InputTensor, PreparedModel, Session};
+use crate::backend::{BackendError, InputTensor, PreparedModel, Session};
 use crate::features::{Features, FeaturesError};
-use crate::frame::{Clock, Frame, Stamp};
-use crate::heads::{HeadError, HeadInput, HeadSet, NamedOutput};
-use crate::model::{InputSize, Manifest};
-use crate::preprocess::{Letterbox, PreprocessError, Preprocessor, ResizeMode};
+use crate::frame::{Clock, Frame};
+use crate::heads::{HeadInput, HeadSet};
+use crate::model::Manifest;
+use crate::preprocess::{PreprocessError, Preprocessor, ResizeMode};
+use crate::result::{FrameResult, FrameTimings};
+use crate::sink::Sink;
 use crate::source::{FrameSource, SourceError, SourceStats};
 use crate::telemetry::{RateLimit, StageTimings};
 
@@ -107,74 +109,6 @@ impl InferenceError {
             InferenceError::Backbone { error, .. } => error.is_bad_input(),
         }
     }
-}
-
-/// Errors reported by a sink (logged, rate-limited; the pipeline goes on).
-#[derive(Debug, thiserror::Error)]
-#[error("sink {sink}: {reason}")]
-pub struct SinkError {
-    /// Sink name.
-    pub sink: String,
-    /// What failed.
-    pub reason: String,
-}
-
-/// Per-frame stage times measured by the inference thread.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct FrameTimings {
-    /// Waiting in the frame queue.
-    pub queue: Duration,
-    /// Preprocessing.
-    pub preprocess: Duration,
-    /// Backbone pass.
-    pub backbone: Duration,
-    /// All heads.
-    pub heads: Duration,
-}
-
-/// Everything computed for one frame, shared read-only with every sink.
-#[derive(Debug)]
-pub struct FrameResult {
-    /// The frame.
-    pub frame: Frame,
-    /// Model input size.
-    pub input_size: InputSize,
-    /// Mapping between model-input and frame pixels.
-    pub letterbox: Letterbox,
-    /// Backbone outputs.
-    pub outputs: BackboneOutputs,
-    /// The backbone's manifest.
-    pub manifest: Arc<Manifest>,
-    /// Outputs of the heads that ran on this frame (enabled and due), in head order.
-    pub heads: Vec<NamedOutput>,
-    /// Heads that failed on this frame, with the error.
-    pub head_errors: Vec<(String, HeadError)>,
-    /// Stage times.
-    pub timings: FrameTimings,
-    /// When the results were ready, on the node clock.
-    pub ready: Stamp,
-}
-
-impl FrameResult {
-    /// Views over the backbone outputs.
-    pub fn features(&self) -> Result<Features<'_>, FeaturesError> {
-        Features::new(&self.outputs, &self.manifest, self.input_size)
-    }
-
-    /// The output of head `name`, if it ran on this frame.
-    pub fn head(&self, name: &str) -> Option<&NamedOutput> {
-        self.heads.iter().find(|h| h.head == name)
-    }
-}
-
-/// A consumer of results (ROS publisher, recorder, ...), run on its own thread.
-pub trait Sink: Send {
-    /// Name for logs and timings.
-    fn name(&self) -> String;
-    /// Handle one result.
-    fn consume(&mut self, result: &FrameResult) -> Result<(), SinkError>;
-    /// Flush and release; called once after the last result.
-    fn close(&mut self) -> Result<(), SinkError>;
 }
 
 /// Preprocessing, one backbone pass per frame, then every enabled head on its features.
@@ -557,14 +491,23 @@ pub fn run(
         let shared = shared.clone();
         let consumed = consumed.clone();
         let stage = format!("sink:{name}");
+        let sink_clock = clock.clone();
         sink_threads.push(
             thread::Builder::new()
                 .name(format!("sink-{name}"))
                 .spawn(move || {
                     let mut limit = RateLimit::new(Duration::from_secs(5));
                     let mut count = 0u64;
+                    let started = sink.start(sink_clock);
+                    if let Err(e) = &started {
+                        // The sink cannot work; its queue is still drained (and counted).
+                        log::error!("{e}");
+                    }
                     for result in rx {
                         let t = Instant::now();
+                        if started.is_err() {
+                            continue;
+                        }
                         if let Err(e) = sink.consume(&result) {
                             if let Some(n) = limit.allow() {
                                 log::error!(

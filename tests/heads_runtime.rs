@@ -18,10 +18,10 @@ use dinov3_perception::backend::Backend;
 use dinov3_perception::frame::{Clock, SystemClock};
 use dinov3_perception::heads::pca::PcaHead;
 use dinov3_perception::heads::{HeadError, HeadInput, HeadOutput, HeadSet, Task, TaskHead};
-use dinov3_perception::pipeline::{
-    self, FrameResult, InferenceStage, PipelineOptions, Sink, SinkError,
-};
+use dinov3_perception::pipeline::{self, InferenceStage, PipelineOptions};
 use dinov3_perception::preprocess::ResizeMode;
+use dinov3_perception::result::FrameResult;
+use dinov3_perception::sink::{Sink, SinkError};
 use dinov3_perception::source::synthetic::{SyntheticConfig, SyntheticSource};
 use dinov3_perception::BackboneModel;
 

@@ -17,10 +17,10 @@ use common::fixture;
 use dinov3_perception::backend::tract::TractBackend;
 use dinov3_perception::backend::Backend;
 use dinov3_perception::frame::{Clock, Frame, SystemClock};
-use dinov3_perception::pipeline::{
-    self, FrameResult, InferenceStage, PipelineOptions, PipelineReport, Sink, SinkError, Status,
-};
+use dinov3_perception::pipeline::{self, InferenceStage, PipelineOptions, PipelineReport, Status};
 use dinov3_perception::preprocess::ResizeMode;
+use dinov3_perception::result::FrameResult;
+use dinov3_perception::sink::{Sink, SinkError};
 use dinov3_perception::source::{FrameSource, SourceError, SourceStats};
 use dinov3_perception::telemetry::StageTimings;
 use dinov3_perception::BackboneModel;

@@ -13,7 +13,6 @@ use super::{exit, CommandError};
 use crate::backend::LoadedBackbone;
 use crate::calibration::{CameraCalibration, Undistorter};
 use crate::config::{self, live, NodeConfig, NodeEnv, RunFlags};
-use crate::display::HeadLogSink;
 use crate::frame::DEFAULT_FRAME_ID;
 use crate::frame::{Clock, Frame, SystemClock};
 use crate::heads::loader::load_heads;
@@ -23,9 +22,13 @@ use crate::pipeline::{self, InferenceStage, PipelineReport};
 use crate::ros::args::RosArgs;
 use crate::ros::node::DEFAULT_NODE_NAME;
 use crate::ros::params::{ParamStore, ParameterValue};
-use crate::ros::publish::{DiagnosticsPublisher, LiveSettings, PublishPlan, RosSink};
 use crate::ros::services::ParameterServices;
 use crate::ros::RosNode;
+use crate::sink::diagnostics::Diagnostics;
+use crate::sink::log::HeadLogSink;
+use crate::sink::outputs::{topics, LiveSettings, Message, Outgoing, PublishPlan};
+use crate::sink::ros::{RosDiagnostics, RosSink};
+use crate::sink::{MessageTap, Sink};
 use crate::source::ros_image::RosImageSource;
 use crate::source::{FrameSource, SourceError, SourceSettings, SourceStats};
 
@@ -269,7 +272,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         None => source,
     };
 
-    let mut sinks: Vec<Box<dyn pipeline::Sink>> = Vec::new();
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if !heads.is_empty() {
         log::info!("heads: {}", heads.names().join(", "));
         sinks.push(Box::new(HeadLogSink::new(
@@ -278,42 +281,42 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         )));
     }
     let heads_dir = config.heads.load.as_ref().and_then(|l| l.dir.clone());
-    let diagnostics = match node.as_mut() {
-        Some(node) => {
-            let plan = PublishPlan {
-                heads: heads
-                    .controls()
-                    .into_iter()
-                    .map(|(_, task, _)| task)
-                    .collect(),
-                calibration: calibration.clone(),
-                rectified: config.calibration.undistort,
-                vision_method: format!(
-                    "DINOv3 {} backbone ({}) + linear detection head",
-                    backbone.model.manifest.variant,
-                    b.model.display()
-                ),
-                vision_database: heads_dir
-                    .as_deref()
-                    .map(|d| d.join("detection.json").display().to_string())
-                    .unwrap_or_default(),
-            };
-            sinks.push(Box::new(RosSink::new(node, &plan, live.clone())?));
-            let statics = BTreeMap::from([
-                ("backend".to_string(), backbone.backend.to_string()),
-                ("model".to_string(), b.model.display().to_string()),
-                (
-                    "model_variant".to_string(),
-                    backbone.model.manifest.variant.clone(),
-                ),
-                ("input_size".to_string(), backbone.size.to_string()),
-                ("source".to_string(), config.source_spec.to_string()),
-                ("heads".to_string(), heads.names().join(",")),
-            ]);
-            Some(DiagnosticsPublisher::new(node, statics)?)
-        }
-        None => None,
+    let plan = PublishPlan {
+        heads: heads
+            .controls()
+            .into_iter()
+            .map(|(_, task, _)| task)
+            .collect(),
+        calibration: calibration.clone(),
+        rectified: config.calibration.undistort,
+        vision_method: format!(
+            "DINOv3 {} backbone ({}) + linear detection head",
+            backbone.model.manifest.variant,
+            b.model.display()
+        ),
+        vision_database: heads_dir
+            .as_deref()
+            .map(|d| d.join("detection.json").display().to_string())
+            .unwrap_or_default(),
     };
+    // Where `/diagnostics` goes besides the log line.
+    let mut taps: Vec<Box<dyn MessageTap>> = Vec::new();
+    if let Some(node) = node.as_mut() {
+        sinks.push(Box::new(RosSink::new(node, &plan, live.clone())?));
+        taps.push(Box::new(RosDiagnostics::new(node)?));
+    }
+    let statics = BTreeMap::from([
+        ("backend".to_string(), backbone.backend.to_string()),
+        ("model".to_string(), b.model.display().to_string()),
+        (
+            "model_variant".to_string(),
+            backbone.model.manifest.variant.clone(),
+        ),
+        ("input_size".to_string(), backbone.size.to_string()),
+        ("source".to_string(), config.source_spec.to_string()),
+        ("heads".to_string(), heads.names().join(",")),
+    ]);
+    let diagnostics = Diagnostics::new(&config.ros.node.node_name, statics);
 
     let stage = InferenceStage::new(
         backbone.prepared.as_ref(),
@@ -331,18 +334,28 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         stop,
         &mut |status| {
             log::info!("{}", status.line());
-            if let (Some(d), Some(node)) = (&diagnostics, &node) {
+            if taps.is_empty() {
+                return;
+            }
+            let mut counters = Vec::new();
+            if let Some(node) = &node {
                 let malformed = services.as_ref().map_or(0, |s| s.malformed_requests());
-                let counters = [
-                    ("rosout_dropped", node.rosout_dropped()),
-                    ("parameter_requests_malformed", malformed),
-                ];
-                d.publish(status, status_clock.now(), &counters);
+                counters.push(("rosout_dropped", node.rosout_dropped()));
+                counters.push(("parameter_requests_malformed", malformed));
+            }
+            let now = status_clock.now();
+            let message = Outgoing {
+                topic: topics::DIAGNOSTICS.into(),
+                stamp: now,
+                message: Message::Diagnostics(diagnostics.message(status, now, &counters, &[])),
+            };
+            for tap in &taps {
+                tap.offer(&message);
             }
         },
     )?;
     // Publishers and services go before the node and its participant.
-    drop(diagnostics);
+    drop(taps);
     drop(services);
     drop(node);
     Ok(report)

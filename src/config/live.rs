@@ -10,7 +10,7 @@ use super::params::HEAD_SETTINGS;
 use crate::heads::manifest::Task;
 use crate::heads::HeadControl;
 use crate::ros::params::{ApplyChange, ParameterValue, SetAction};
-use crate::ros::publish::LiveSettings;
+use crate::sink::outputs::LiveSettings;
 
 /// The action the parameter services run for an accepted change. It only checks (is the head
 /// loaded? is the rate valid?) and returns the change; the parameter store applies it once every

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::heads::HeadControl;
-use crate::ros::publish::LiveSettings;
+use crate::sink::outputs::LiveSettings;
 use crate::source::SourceSettings;
 
 fn resolve_with(flags: &RunFlags, overrides: &[(&str, &str)]) -> Result<NodeConfig, ConfigError> {

@@ -19,6 +19,10 @@ pub trait RosMessage: Serialize {
     const PACKAGE: &'static str;
     /// Type name in the package, e.g. `Image`.
     const NAME: &'static str;
+    /// `package/msg/Type`, the name rosbag2 and ROS 2 tools show.
+    const ROS_NAME: &'static str;
+    /// `package/Type`, the name of its `.msg` definition.
+    const MSG_NAME: &'static str;
 }
 
 macro_rules! ros_type {
@@ -26,6 +30,8 @@ macro_rules! ros_type {
         impl RosMessage for $t {
             const PACKAGE: &'static str = $pkg;
             const NAME: &'static str = $name;
+            const ROS_NAME: &'static str = concat!($pkg, "/msg/", $name);
+            const MSG_NAME: &'static str = concat!($pkg, "/", $name);
         }
     };
 }

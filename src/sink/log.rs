@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::eval::metrics::{BoxRecall, Confusion, DepthErrors};
 use crate::heads::{HeadOutput, NamedOutput};
-use crate::pipeline::{FrameResult, Sink, SinkError};
+use crate::result::FrameResult;
+use crate::sink::{Sink, SinkError};
 
 /// One-line description of a head output.
 pub fn describe(output: &HeadOutput) -> String {

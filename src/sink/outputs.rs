@@ -1,19 +1,18 @@
-//! Publishing: every head output of a frame as its ROS message (one pipeline sink), camera_info,
-//! the point cloud from depth, the optional debug image, and `/diagnostics` at the status rate.
+//! The node's output messages, built once per frame for every sink that sends or writes them
+//! (ROS topics, the recorder, the live view): [`OutputBuilder`] turns a [`FrameResult`] into
+//! [`Outgoing`] messages (topic, stamp, [`Message`]), and [`OutputBuilder::offered`] lists the
+//! topics and types before the first frame (publishers, bag channels, live-view channels).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use ros2_client::Publisher;
-
-use super::msg::*;
-use super::node::{RosError, RosNode, TopicQos};
 use crate::calibration::{CameraCalibration, PointCloud, RayTable};
 use crate::frame::{Frame, Stamp};
 use crate::heads::manifest::Task;
 use crate::heads::{Detection, HeadOutput};
-use crate::pipeline::{FrameResult, Sink, SinkError, Status, STAGES};
+use crate::result::FrameResult;
+use crate::ros::cdr::{self, CdrError};
+use crate::ros::msg::*;
 
 /// Topic names (relative: they move with the node's namespace; each can be remapped).
 pub mod topics {
@@ -43,8 +42,23 @@ pub mod topics {
     pub const DEBUG_IMAGE: &str = "dinov3/debug_image";
     /// diagnostic_msgs/DiagnosticArray (absolute).
     pub const DIAGNOSTICS: &str = "/diagnostics";
+    /// sensor_msgs/Image rgb8: the input frames, as the recorder writes them.
+    pub const INPUT_IMAGE: &str = "dinov3/input/image";
+    /// sensor_msgs/CompressedImage jpeg: the input frames, compressed by the recorder.
+    pub const INPUT_IMAGE_COMPRESSED: &str = "dinov3/input/image/compressed";
 
     use crate::heads::manifest::Task;
+    use crate::ros::node::TopicQos;
+
+    /// The QoS a topic always has, whatever `qos.reliable_topics` says (`None`: sensor data
+    /// unless listed as reliable).
+    pub fn fixed_qos(topic: &str) -> Option<TopicQos> {
+        match topic {
+            VISION_INFO => Some(TopicQos::Latched),
+            DIAGNOSTICS => Some(TopicQos::Reliable),
+            _ => None,
+        }
+    }
 
     /// The topic table: where each head's output is published (depth's points also need a
     /// calibration).
@@ -110,28 +124,6 @@ pub struct PublishPlan {
     pub vision_method: String,
     /// Where the detection class names are (the head manifest).
     pub vision_database: String,
-}
-
-/// One pipeline sink that publishes every result of a frame.
-pub struct RosSink {
-    detections: Option<Publisher<Detection2DArray>>,
-    segmentation: Option<(Publisher<Image>, Publisher<Image>)>,
-    depth: Option<Publisher<Image>>,
-    points: Option<(Publisher<PointCloud2>, RayTable)>,
-    anomaly: Option<(Publisher<Float32>, Publisher<Image>)>,
-    classification: Option<Publisher<Classification>>,
-    pca: Option<Publisher<Image>>,
-    camera_info: Option<(Publisher<CameraInfo>, CameraInfo)>,
-    debug: Publisher<Image>,
-    /// Kept alive: the latched message stays available to late joiners.
-    _vision_info: Option<Publisher<VisionInfo>>,
-    live: Arc<LiveSettings>,
-}
-
-impl std::fmt::Debug for RosSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RosSink").finish_non_exhaustive()
-    }
 }
 
 /// A CameraInfo from a calibration (header filled per frame).
@@ -293,164 +285,277 @@ pub fn draw_detections(frame: &Frame, dets: &[Detection]) -> Vec<u8> {
     rgb
 }
 
-impl RosSink {
-    /// Create the publishers for what `plan` says is there.
-    pub fn new(
-        node: &mut RosNode,
-        plan: &PublishPlan,
-        live: Arc<LiveSettings>,
-    ) -> Result<RosSink, RosError> {
-        use topics::*;
+/// One message of any type the node sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// sensor_msgs/Image.
+    Image(Image),
+    /// sensor_msgs/CompressedImage.
+    CompressedImage(CompressedImage),
+    /// sensor_msgs/CameraInfo (boxed: ten times the size of the other variants).
+    CameraInfo(Box<CameraInfo>),
+    /// sensor_msgs/PointCloud2.
+    PointCloud2(PointCloud2),
+    /// vision_msgs/Detection2DArray.
+    Detections(Detection2DArray),
+    /// vision_msgs/Classification.
+    Classification(Classification),
+    /// vision_msgs/VisionInfo.
+    VisionInfo(VisionInfo),
+    /// std_msgs/Float32.
+    Float32(Float32),
+    /// diagnostic_msgs/DiagnosticArray.
+    Diagnostics(DiagnosticArray),
+}
+
+/// A message type: the ROS type name and its schema name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageType {
+    /// `package/msg/Type`, as rosbag2 and ROS 2 name it.
+    pub ros_name: &'static str,
+    /// `package/Type`, the key of its `.msg` definition.
+    pub msg_name: &'static str,
+}
+
+macro_rules! message_types {
+    ($($variant:ident => $t:ty),* $(,)?) => {
+        impl Message {
+            /// The message's type.
+            pub fn message_type(&self) -> MessageType {
+                match self {
+                    $(Message::$variant(_) => type_of::<$t>(),)*
+                }
+            }
+
+            /// Encapsulated little-endian CDR, as rosbag2 and Foxglove store it.
+            pub fn encode(&self) -> Result<Vec<u8>, CdrError> {
+                match self {
+                    $(Message::$variant(m) => cdr::encode(m),)*
+                }
+            }
+        }
+    };
+}
+
+message_types! {
+    Image => Image,
+    CompressedImage => CompressedImage,
+    CameraInfo => CameraInfo,
+    PointCloud2 => PointCloud2,
+    Detections => Detection2DArray,
+    Classification => Classification,
+    VisionInfo => VisionInfo,
+    Float32 => Float32,
+    Diagnostics => DiagnosticArray,
+}
+
+/// The type of message struct `T`.
+pub fn type_of<T: RosMessage>() -> MessageType {
+    MessageType {
+        ros_name: T::ROS_NAME,
+        msg_name: T::MSG_NAME,
+    }
+}
+
+/// One message on its way out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// Topic name (relative names are the node's, before its namespace).
+    pub topic: String,
+    /// When it was made: the capture stamp of its frame, or the node clock for diagnostics.
+    pub stamp: Stamp,
+    /// The message.
+    pub message: Message,
+}
+
+/// How the recorder and the live view write the input frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputImageFormat {
+    /// sensor_msgs/Image rgb8, as captured.
+    Raw,
+    /// sensor_msgs/CompressedImage jpeg at this quality (1..=100).
+    Jpeg(u8),
+}
+
+/// The input frame as a message on `topic`.
+pub fn input_image(
+    frame: &Frame,
+    format: InputImageFormat,
+    topic: &str,
+) -> Result<Outgoing, String> {
+    let h = header(frame);
+    let message = match format {
+        InputImageFormat::Raw => Message::Image(Image::from_u8(
+            h,
+            frame.width,
+            frame.height,
+            "rgb8",
+            3,
+            frame.rgb.clone(),
+        )),
+        InputImageFormat::Jpeg(quality) => {
+            let mut data = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut data, quality)
+                .encode(
+                    &frame.rgb,
+                    frame.width as u32,
+                    frame.height as u32,
+                    image::ExtendedColorType::Rgb8,
+                )
+                .map_err(|e| format!("{topic}: cannot encode frame {} as JPEG: {e}", frame.seq))?;
+            Message::CompressedImage(CompressedImage {
+                header: h,
+                format: "rgb8; jpeg compressed bgr8".into(),
+                data,
+            })
+        }
+    };
+    Ok(Outgoing {
+        topic: topic.to_string(),
+        stamp: frame.stamp,
+        message,
+    })
+}
+
+/// Builds every output message of a frame, as the plan and the live switches say.
+#[derive(Debug)]
+pub struct OutputBuilder {
+    heads: Vec<Task>,
+    camera_info: Option<CameraInfo>,
+    rays: Option<RayTable>,
+    vision_info: Option<VisionInfo>,
+    live: Arc<LiveSettings>,
+}
+
+impl OutputBuilder {
+    /// A builder for what `plan` says is there.
+    pub fn new(plan: &PublishPlan, live: Arc<LiveSettings>) -> Self {
         let has = |task: Task| plan.heads.contains(&task);
-        let detections = if has(Task::Detection) {
-            Some(node.publisher(DETECTIONS, None)?)
-        } else {
-            None
-        };
-        let vision_info = if has(Task::Detection) {
-            let p: Publisher<VisionInfo> = node.publisher(VISION_INFO, Some(TopicQos::Latched))?;
-            let msg = VisionInfo {
+        OutputBuilder {
+            heads: plan.heads.clone(),
+            camera_info: plan.calibration.as_ref().map(camera_info),
+            rays: match (&plan.calibration, has(Task::Depth)) {
+                (Some(cal), true) => Some(RayTable::new(cal, plan.rectified)),
+                _ => None,
+            },
+            vision_info: has(Task::Detection).then(|| VisionInfo {
                 header: Header::default(),
                 method: plan.vision_method.clone(),
                 database_location: plan.vision_database.clone(),
                 database_version: 0,
-            };
-            if let Err(e) = p.publish(msg) {
-                log::warn!("publishing {VISION_INFO}: {e:?}");
-            }
-            Some(p)
-        } else {
-            None
-        };
-        let segmentation = if has(Task::Segmentation) {
-            Some((
-                node.publisher(SEGMENTATION, None)?,
-                node.publisher(SEGMENTATION_COLOR, None)?,
-            ))
-        } else {
-            None
-        };
-        let depth = if has(Task::Depth) {
-            Some(node.publisher(DEPTH, None)?)
-        } else {
-            None
-        };
-        let points = match (&plan.calibration, has(Task::Depth)) {
-            (Some(cal), true) => Some((
-                node.publisher(POINTS, None)?,
-                RayTable::new(cal, plan.rectified),
-            )),
-            _ => None,
-        };
-        let anomaly = if has(Task::Anomaly) {
-            Some((
-                node.publisher(ANOMALY_SCORE, None)?,
-                node.publisher(ANOMALY_MAP, None)?,
-            ))
-        } else {
-            None
-        };
-        let classification = if has(Task::Classification) {
-            Some(node.publisher(CLASSIFICATION, None)?)
-        } else {
-            None
-        };
-        let pca = if has(Task::Pca) {
-            Some(node.publisher(PCA, None)?)
-        } else {
-            None
-        };
-        let camera_info = match &plan.calibration {
-            Some(cal) => Some((node.publisher(CAMERA_INFO, None)?, camera_info(cal))),
-            None => None,
-        };
-        let debug = node.publisher(DEBUG_IMAGE, None)?;
-        Ok(RosSink {
-            detections,
-            segmentation,
-            depth,
-            points,
-            anomaly,
-            classification,
-            pca,
-            camera_info,
-            debug,
-            _vision_info: vision_info,
+            }),
             live,
-        })
-    }
-}
-
-fn publish<M: serde::Serialize + std::fmt::Debug>(
-    p: &Publisher<M>,
-    topic: &str,
-    msg: M,
-    errors: &mut Vec<String>,
-) {
-    if let Err(e) = p.publish(msg) {
-        errors.push(format!("{topic}: {e:?}"));
-    }
-}
-
-impl Sink for RosSink {
-    fn name(&self) -> String {
-        "ros".into()
+        }
     }
 
-    fn consume(&mut self, result: &FrameResult) -> Result<(), SinkError> {
+    /// Every topic this builder can produce, with its type (diagnostics not included), in a
+    /// fixed order.
+    pub fn offered(&self) -> Vec<(&'static str, MessageType)> {
+        use topics::*;
+        let mut out = Vec::new();
+        for task in &self.heads {
+            match task {
+                Task::Detection => {
+                    out.push((DETECTIONS, type_of::<Detection2DArray>()));
+                    out.push((VISION_INFO, type_of::<VisionInfo>()));
+                }
+                Task::Segmentation => {
+                    out.push((SEGMENTATION, type_of::<Image>()));
+                    out.push((SEGMENTATION_COLOR, type_of::<Image>()));
+                }
+                Task::Depth => {
+                    out.push((DEPTH, type_of::<Image>()));
+                    if self.rays.is_some() {
+                        out.push((POINTS, type_of::<PointCloud2>()));
+                    }
+                }
+                Task::Classification => out.push((CLASSIFICATION, type_of::<Classification>())),
+                Task::Anomaly => {
+                    out.push((ANOMALY_SCORE, type_of::<Float32>()));
+                    out.push((ANOMALY_MAP, type_of::<Image>()));
+                }
+                Task::Pca => out.push((PCA, type_of::<Image>())),
+            }
+        }
+        if self.camera_info.is_some() {
+            out.push((CAMERA_INFO, type_of::<CameraInfo>()));
+        }
+        out.push((DEBUG_IMAGE, type_of::<Image>()));
+        out
+    }
+
+    /// The messages sent once and kept for late joiners (vision_info), stamped `now`.
+    pub fn latched(&self, now: Stamp) -> Vec<Outgoing> {
+        self.vision_info
+            .iter()
+            .map(|v| Outgoing {
+                topic: topics::VISION_INFO.into(),
+                stamp: now,
+                message: Message::VisionInfo(v.clone()),
+            })
+            .collect()
+    }
+
+    /// Every output message of one frame, in a fixed order; a message that cannot be made is
+    /// left out and described in the second list.
+    pub fn frame_messages(&self, result: &FrameResult) -> (Vec<Outgoing>, Vec<String>) {
         use topics::*;
         let frame = &result.frame;
         let h = header(frame);
+        let mut out = Vec::new();
         let mut errors = Vec::new();
-        if let Some((p, info)) = &self.camera_info {
+        let mut push = |topic: &str, message: Message| {
+            out.push(Outgoing {
+                topic: topic.to_string(),
+                stamp: frame.stamp,
+                message,
+            })
+        };
+        if let Some(info) = &self.camera_info {
             let mut msg = info.clone();
             msg.header = h.clone();
-            publish(p, CAMERA_INFO, msg, &mut errors);
+            push(CAMERA_INFO, Message::CameraInfo(Box::new(msg)));
         }
+        let debug = self.live.debug_image.load(Ordering::Relaxed);
         let mut drawn = false;
-        for out in &result.heads {
-            match &out.output {
+        for named in &result.heads {
+            match &named.output {
                 HeadOutput::Detections(dets) => {
-                    if let Some(p) = &self.detections {
-                        publish(p, DETECTIONS, detection_array(&h, dets), &mut errors);
+                    if self.heads.contains(&Task::Detection) {
+                        push(DETECTIONS, Message::Detections(detection_array(&h, dets)));
                     }
-                    if self.live.debug_image.load(Ordering::Relaxed) {
+                    if debug {
                         let rgb = draw_detections(frame, dets);
                         let img =
                             Image::from_u8(h.clone(), frame.width, frame.height, "rgb8", 3, rgb);
-                        publish(&self.debug, DEBUG_IMAGE, img, &mut errors);
+                        push(DEBUG_IMAGE, Message::Image(img));
                         drawn = true;
                     }
                 }
-                HeadOutput::Segmentation(map) => {
-                    if let Some((ids, colour)) = &self.segmentation {
-                        let m = Image::from_u8(
-                            h.clone(),
-                            map.width,
-                            map.height,
-                            "mono8",
-                            1,
-                            map.class_ids.clone(),
-                        );
-                        publish(ids, SEGMENTATION, m, &mut errors);
-                        let c = Image::from_u8(
-                            h.clone(),
-                            map.width,
-                            map.height,
-                            "rgb8",
-                            3,
-                            map.color.clone(),
-                        );
-                        publish(colour, SEGMENTATION_COLOR, c, &mut errors);
-                    }
+                HeadOutput::Segmentation(map) if self.heads.contains(&Task::Segmentation) => {
+                    let ids = Image::from_u8(
+                        h.clone(),
+                        map.width,
+                        map.height,
+                        "mono8",
+                        1,
+                        map.class_ids.clone(),
+                    );
+                    push(SEGMENTATION, Message::Image(ids));
+                    let colour = Image::from_u8(
+                        h.clone(),
+                        map.width,
+                        map.height,
+                        "rgb8",
+                        3,
+                        map.color.clone(),
+                    );
+                    push(SEGMENTATION_COLOR, Message::Image(colour));
                 }
-                HeadOutput::Depth(depth) => {
-                    if let Some(p) = &self.depth {
-                        let img =
-                            Image::from_f32(h.clone(), depth.width, depth.height, &depth.data);
-                        publish(p, DEPTH, img, &mut errors);
-                    }
-                    if let Some((p, rays)) = &self.points {
+                HeadOutput::Depth(depth) if self.heads.contains(&Task::Depth) => {
+                    let img = Image::from_f32(h.clone(), depth.width, depth.height, &depth.data);
+                    push(DEPTH, Message::Image(img));
+                    if let Some(rays) = &self.rays {
                         if self.live.points_enabled.load(Ordering::Relaxed) {
                             let stride = self.live.points_stride.load(Ordering::Relaxed).max(1);
                             let rgb = self
@@ -460,185 +565,53 @@ impl Sink for RosSink {
                                 .then_some(frame.rgb.as_slice());
                             match rays.back_project(&depth.data, stride, rgb) {
                                 Ok(cloud) => {
-                                    publish(p, POINTS, point_cloud2(&h, &cloud), &mut errors)
+                                    push(POINTS, Message::PointCloud2(point_cloud2(&h, &cloud)))
                                 }
                                 Err(e) => errors.push(format!("{POINTS}: {e}")),
                             }
                         }
                     }
                 }
-                HeadOutput::Classification(labels) => {
-                    if let Some(p) = &self.classification {
-                        let msg = Classification {
-                            header: h.clone(),
-                            results: labels
-                                .iter()
-                                .map(|l| ObjectHypothesis {
-                                    class_id: l.class_name.clone(),
-                                    score: f64::from(l.score),
-                                })
-                                .collect(),
-                        };
-                        publish(p, CLASSIFICATION, msg, &mut errors);
-                    }
+                HeadOutput::Classification(labels)
+                    if self.heads.contains(&Task::Classification) =>
+                {
+                    let msg = Classification {
+                        header: h.clone(),
+                        results: labels
+                            .iter()
+                            .map(|l| ObjectHypothesis {
+                                class_id: l.class_name.clone(),
+                                score: f64::from(l.score),
+                            })
+                            .collect(),
+                    };
+                    push(CLASSIFICATION, Message::Classification(msg));
                 }
-                HeadOutput::Anomaly(a) => {
-                    if let Some((score, map)) = &self.anomaly {
-                        publish(score, ANOMALY_SCORE, Float32 { data: a.score }, &mut errors);
-                        let img =
-                            Image::from_f32(h.clone(), a.map.width, a.map.height, &a.map.data);
-                        publish(map, ANOMALY_MAP, img, &mut errors);
-                    }
+                HeadOutput::Anomaly(a) if self.heads.contains(&Task::Anomaly) => {
+                    push(ANOMALY_SCORE, Message::Float32(Float32 { data: a.score }));
+                    let img = Image::from_f32(h.clone(), a.map.width, a.map.height, &a.map.data);
+                    push(ANOMALY_MAP, Message::Image(img));
                 }
-                HeadOutput::Pca(img) => {
-                    if let Some(p) = &self.pca {
-                        let msg = Image::from_u8(
-                            h.clone(),
-                            img.width,
-                            img.height,
-                            "rgb8",
-                            3,
-                            img.data.clone(),
-                        );
-                        publish(p, PCA, msg, &mut errors);
-                    }
+                HeadOutput::Pca(img) if self.heads.contains(&Task::Pca) => {
+                    let msg = Image::from_u8(
+                        h.clone(),
+                        img.width,
+                        img.height,
+                        "rgb8",
+                        3,
+                        img.data.clone(),
+                    );
+                    push(PCA, Message::Image(msg));
                 }
+                _ => {}
             }
         }
-        if !drawn && self.live.debug_image.load(Ordering::Relaxed) && self.detections.is_none() {
+        if !drawn && debug && !self.heads.contains(&Task::Detection) {
             // No detection head: the debug image is the frame as the backbone saw it.
             let img = Image::from_u8(h, frame.width, frame.height, "rgb8", 3, frame.rgb.clone());
-            publish(&self.debug, DEBUG_IMAGE, img, &mut errors);
+            push(DEBUG_IMAGE, Message::Image(img));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(SinkError {
-                sink: "ros".into(),
-                reason: errors.join("; "),
-            })
-        }
-    }
-
-    fn close(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
-
-/// Key of the source's skipped-frame counter in the diagnostics (malformed image messages,
-/// corrupt camera buffers).
-pub const DIAG_SOURCE_SKIPPED: &str = "source_skipped";
-
-/// `/diagnostics` publisher: one DiagnosticStatus per status interval.
-pub struct DiagnosticsPublisher {
-    publisher: Publisher<DiagnosticArray>,
-    name: String,
-    static_values: Vec<KeyValue>,
-}
-
-impl std::fmt::Debug for DiagnosticsPublisher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiagnosticsPublisher")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DiagnosticsPublisher {
-    /// Publisher on `/diagnostics` (reliable, as diagnostic_updater publishes).
-    pub fn new(
-        node: &mut RosNode,
-        static_values: BTreeMap<String, String>,
-    ) -> Result<Self, RosError> {
-        let name = format!("{}: pipeline", node.settings().node_name);
-        Ok(DiagnosticsPublisher {
-            publisher: node.publisher(topics::DIAGNOSTICS, Some(TopicQos::Reliable))?,
-            name,
-            static_values: static_values
-                .into_iter()
-                .map(|(key, value)| KeyValue { key, value })
-                .collect(),
-        })
-    }
-
-    /// The message for one status snapshot.
-    /// `node_counters` are the node's own counters (`/rosout` lines dropped, malformed
-    /// parameter requests), added as they are.
-    pub fn message(
-        &self,
-        status: &Status,
-        now: Stamp,
-        node_counters: &[(&str, u64)],
-    ) -> DiagnosticArray {
-        let sink_drops: u64 = status.sink_drops.values().sum();
-        let mut values = vec![
-            kv("fps", format!("{:.2}", status.fps)),
-            kv("frames_captured", status.captured.to_string()),
-            kv("frames_processed", status.processed.to_string()),
-            kv("frames_dropped", status.dropped.to_string()),
-            kv("sink_drops", sink_drops.to_string()),
-            kv(DIAG_SOURCE_SKIPPED, status.source.skipped.to_string()),
-            kv("source_reconnects", status.source.reconnects.to_string()),
-        ];
-        for stage in STAGES {
-            if let Some(h) = status.timings.get(stage) {
-                if h.count() > 0 {
-                    values.push(kv(
-                        &format!("latency_{stage}_p50_ms"),
-                        format!("{:.2}", h.quantile_ms(0.5)),
-                    ));
-                    values.push(kv(
-                        &format!("latency_{stage}_p99_ms"),
-                        format!("{:.2}", h.quantile_ms(0.99)),
-                    ));
-                }
-            }
-        }
-        values.extend(node_counters.iter().map(|(k, v)| kv(k, v.to_string())));
-        values.extend(self.static_values.iter().cloned());
-        let (level, message) = if status.processed == 0 {
-            (diagnostic_level::WARN, "no frame processed yet".to_string())
-        } else if status.fps <= 0.0 {
-            (
-                diagnostic_level::WARN,
-                "no frame in the last interval".to_string(),
-            )
-        } else {
-            (
-                diagnostic_level::OK,
-                format!("{:.1} fps, {} dropped", status.fps, status.dropped),
-            )
-        };
-        DiagnosticArray {
-            header: Header {
-                stamp: Time::from(now),
-                frame_id: String::new(),
-            },
-            status: vec![DiagnosticStatus {
-                level,
-                name: self.name.clone(),
-                message,
-                hardware_id: "dinov3_perception".into(),
-                values,
-            }],
-        }
-    }
-
-    /// Publish one status snapshot.
-    pub fn publish(&self, status: &Status, now: Stamp, node_counters: &[(&str, u64)]) {
-        if let Err(e) = self
-            .publisher
-            .publish(self.message(status, now, node_counters))
-        {
-            log::warn!("publishing /diagnostics: {e:?}");
-        }
-    }
-}
-
-fn kv(key: &str, value: String) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value,
+        (out, errors)
     }
 }
 
@@ -655,6 +628,25 @@ mod tests {
             for name in t {
                 assert!(seen.insert(*name), "{name} listed twice");
             }
+        }
+    }
+
+    #[test]
+    fn every_offered_type_has_a_schema() {
+        let plan = PublishPlan {
+            heads: Task::ALL.to_vec(),
+            calibration: Some(CameraCalibration::synthetic(64, 48)),
+            ..PublishPlan::default()
+        };
+        let b = OutputBuilder::new(&plan, Arc::new(LiveSettings::default()));
+        let offered = b.offered();
+        assert!(offered.iter().any(|(t, _)| *t == topics::POINTS));
+        for (_, ty) in offered.iter().chain([&("", type_of::<DiagnosticArray>())]) {
+            assert!(
+                crate::ros::definitions::schema(ty.msg_name).is_some(),
+                "{ty:?}"
+            );
+            assert_eq!(ty.ros_name.replace("/msg/", "/"), ty.msg_name, "{ty:?}");
         }
     }
 

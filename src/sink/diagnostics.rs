@@ -1,0 +1,106 @@
+//! The `/diagnostics` message: one DiagnosticStatus per status interval with the pipeline's
+//! counters and latencies, the node's own counters and what went wrong (a recorder that stopped).
+
+use std::collections::BTreeMap;
+
+use crate::frame::Stamp;
+use crate::pipeline::{Status, STAGES};
+use crate::ros::msg::*;
+
+/// Key of the source's skipped-frame counter in the diagnostics (malformed image messages,
+/// corrupt camera buffers).
+pub const DIAG_SOURCE_SKIPPED: &str = "source_skipped";
+
+/// Builds the `/diagnostics` message of each status snapshot.
+#[derive(Debug, Clone)]
+pub struct Diagnostics {
+    name: String,
+    static_values: Vec<KeyValue>,
+}
+
+impl Diagnostics {
+    /// Status named `<node>: pipeline`, with `static_values` (backend, model, ...) in every
+    /// message.
+    pub fn new(node_name: &str, static_values: BTreeMap<String, String>) -> Self {
+        Diagnostics {
+            name: format!("{node_name}: pipeline"),
+            static_values: static_values
+                .into_iter()
+                .map(|(key, value)| KeyValue { key, value })
+                .collect(),
+        }
+    }
+
+    /// The message for one status snapshot. `counters` are added as they are (the node's own:
+    /// `/rosout` lines dropped, malformed parameter requests; the recorder's drops). Each of
+    /// `errors` (a recorder that stopped, ...) raises the level to ERROR and is in the message.
+    pub fn message(
+        &self,
+        status: &Status,
+        now: Stamp,
+        counters: &[(&str, u64)],
+        errors: &[String],
+    ) -> DiagnosticArray {
+        let sink_drops: u64 = status.sink_drops.values().sum();
+        let mut values = vec![
+            kv("fps", format!("{:.2}", status.fps)),
+            kv("frames_captured", status.captured.to_string()),
+            kv("frames_processed", status.processed.to_string()),
+            kv("frames_dropped", status.dropped.to_string()),
+            kv("sink_drops", sink_drops.to_string()),
+            kv(DIAG_SOURCE_SKIPPED, status.source.skipped.to_string()),
+            kv("source_reconnects", status.source.reconnects.to_string()),
+        ];
+        for stage in STAGES {
+            if let Some(h) = status.timings.get(stage) {
+                if h.count() > 0 {
+                    values.push(kv(
+                        &format!("latency_{stage}_p50_ms"),
+                        format!("{:.2}", h.quantile_ms(0.5)),
+                    ));
+                    values.push(kv(
+                        &format!("latency_{stage}_p99_ms"),
+                        format!("{:.2}", h.quantile_ms(0.99)),
+                    ));
+                }
+            }
+        }
+        values.extend(counters.iter().map(|(k, v)| kv(k, v.to_string())));
+        values.extend(self.static_values.iter().cloned());
+        let (level, message) = if !errors.is_empty() {
+            (diagnostic_level::ERROR, errors.join("; "))
+        } else if status.processed == 0 {
+            (diagnostic_level::WARN, "no frame processed yet".to_string())
+        } else if status.fps <= 0.0 {
+            (
+                diagnostic_level::WARN,
+                "no frame in the last interval".to_string(),
+            )
+        } else {
+            (
+                diagnostic_level::OK,
+                format!("{:.1} fps, {} dropped", status.fps, status.dropped),
+            )
+        };
+        DiagnosticArray {
+            header: Header {
+                stamp: Time::from(now),
+                frame_id: String::new(),
+            },
+            status: vec![DiagnosticStatus {
+                level,
+                name: self.name.clone(),
+                message,
+                hardware_id: "dinov3_perception".into(),
+                values,
+            }],
+        }
+    }
+}
+
+fn kv(key: &str, value: String) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value,
+    }
+}
