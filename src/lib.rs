@@ -10,6 +10,7 @@
 //!
 //! * [`model`]: the backbone model file and its manifest, checked against each other.
 //! * [`backend`]: the `check` / `prepare` / `session.run` split; [`backend::tract`] is the CPU backend.
+//! * [`bag`]: rosbag2 directories with MCAP storage: writing, reading, reindexing.
 //! * [`preprocess`]: image -> input tensor, with the [`preprocess::Letterbox`] inverse mapping.
 //! * [`features`]: zero-copy views (CLS, registers, patch grid, intermediate layers) over the outputs.
 //! * [`frame`]: RGB8 frames with capture stamp, sequence number and frame_id; the injected clock.
@@ -32,6 +33,7 @@
 //! * [`ros`]: the ROS 2 node (ros2-client): messages, topics, QoS, parameters, services.
 
 pub mod backend;
+pub mod bag;
 pub mod bank;
 pub mod calibration;
 pub mod cli;
