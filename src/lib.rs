@@ -26,6 +26,7 @@
 //! * [`telemetry`]: logging, rate-limited warnings, fixed-size stage latency histograms.
 //! * [`image_io`]: reading images from files with errors that name the file.
 //! * [`npz`]: writing float32 arrays as NumPy `.npz`.
+//! * [`truth_writer`]: synthetic ground truth as COCO JSON, PNG masks and depth `.npy`.
 //! * [`tolerance`]: named numeric tolerances used to compare against PyTorch references.
 //! * [`cli`]: one file per subcommand; `CommandError` and the exit codes.
 //! * [`config`]: flags -> parameters -> files -> overrides -> `validate()` -> `NodeConfig`.
@@ -55,6 +56,7 @@ pub mod source;
 pub mod synthetic;
 pub mod telemetry;
 pub mod tolerance;
+pub mod truth_writer;
 
 pub use backend::{BackboneOutputs, Backend, BackendError, PreparedModel, Session};
 pub use features::{Features, FeaturesError, PatchGrid};

@@ -155,6 +155,8 @@ pub struct RosConfig {
 pub struct SinksConfig {
     /// Interval of the status line, the head log line and /diagnostics.
     pub status_interval: Duration,
+    /// The recorder (`None`: not recording).
+    pub record: Option<crate::sink::record::RecordSettings>,
 }
 
 /// The declared parameters and their start-up values (for the parameter services).

@@ -4,6 +4,7 @@
 //! |------|------|--------------|
 //! | [`log::HeadLogSink`] | `log.rs` | head outputs (and quality against ground truth) as log lines |
 //! | [`ros::RosSink`] | `ros.rs` | every output topic, published on the ROS 2 node |
+//! | [`record::RecordSink`] | `record.rs` | every output topic and the input frames, to a rosbag2 MCAP directory |
 //!
 //! [`outputs`] turns a frame result into the node's output messages (topic, stamp, message)
 //! once, for every sink that sends or writes messages; [`diagnostics`] builds `/diagnostics`,
@@ -19,6 +20,7 @@ use outputs::Outgoing;
 pub mod diagnostics;
 pub mod log;
 pub mod outputs;
+pub mod record;
 pub mod ros;
 
 /// Errors reported by a sink (logged, rate-limited; the pipeline goes on).
