@@ -160,6 +160,7 @@ pub struct RecordSink {
     images: Option<(InputImageFormat, &'static str)>,
     queue: Arc<Queue>,
     clock: Option<Arc<dyn Clock>>,
+    latched_sent: bool,
     writer: Option<JoinHandle<()>>,
     dir: PathBuf,
     stats: Arc<RecordStats>,
@@ -334,6 +335,7 @@ pub fn start(
         images,
         queue,
         clock: None,
+        latched_sent: false,
         writer: Some(writer),
         dir: settings.dir.clone(),
         stats: stats.clone(),
@@ -479,14 +481,7 @@ impl Sink for RecordSink {
     }
 
     fn start(&mut self, clock: Arc<dyn Clock>) -> Result<(), SinkError> {
-        let now = clock.now();
         self.clock = Some(clock);
-        for m in self.builder.latched(now) {
-            self.offer(&m, now.0).map_err(|reason| SinkError {
-                sink: "record".into(),
-                reason,
-            })?;
-        }
         Ok(())
     }
 
@@ -494,6 +489,15 @@ impl Sink for RecordSink {
         let now = self.clock.as_ref().map_or(result.ready.0, |c| c.now().0);
         let frame = &result.frame;
         let mut errors = Vec::new();
+        if !self.latched_sent {
+            // Latched messages go in with the first frame: a replay's clock starts there.
+            self.latched_sent = true;
+            for m in self.builder.latched(frame.stamp) {
+                if let Err(e) = self.offer(&m, now) {
+                    errors.push(e);
+                }
+            }
+        }
         if let Some((format, topic)) = self.images {
             match input_image(frame, format, topic) {
                 Ok(m) => {
