@@ -104,3 +104,51 @@ fn kv(key: &str, value: String) -> KeyValue {
         value,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceStats;
+    use crate::telemetry::StageTimings;
+
+    fn status() -> Status {
+        Status {
+            elapsed: std::time::Duration::from_secs(3),
+            fps: 12.5,
+            captured: 40,
+            processed: 38,
+            dropped: 2,
+            sink_drops: BTreeMap::new(),
+            timings: StageTimings::default(),
+            source: SourceStats::default(),
+        }
+    }
+
+    #[test]
+    fn counters_are_values_and_errors_raise_the_level() {
+        let d = Diagnostics::new("node", BTreeMap::from([("backend".into(), "tract".into())]));
+        let ok = d.message(&status(), Stamp(7), &[("record_dropped", 3)], &[]);
+        let s = &ok.status[0];
+        assert_eq!(
+            (s.level, s.name.as_str()),
+            (diagnostic_level::OK, "node: pipeline")
+        );
+        let value = |k: &str| {
+            s.values
+                .iter()
+                .find(|v| v.key == k)
+                .map(|v| v.value.clone())
+        };
+        assert_eq!(value("record_dropped").as_deref(), Some("3"));
+        assert_eq!(value("backend").as_deref(), Some("tract"));
+        assert_eq!(ok.header.stamp, Time::from(Stamp(7)));
+        let failed = d.message(
+            &status(),
+            Stamp(7),
+            &[],
+            &["recording stopped: disk full".into()],
+        );
+        assert_eq!(failed.status[0].level, diagnostic_level::ERROR);
+        assert_eq!(failed.status[0].message, "recording stopped: disk full");
+    }
+}

@@ -169,7 +169,7 @@ class Node:
         """Command, exit code and the log's tail without RustDDS' per-datagram warnings and the
         per-frame head summaries (counted instead)."""
         all_lines = self.log().splitlines()
-        noise = re.compile(r"rustdds::rtps::writer\] send_message_to_readers|dinov3_perception::display\] frame ")
+        noise = re.compile(r"rustdds::rtps::writer\] send_message_to_readers|dinov3_perception::sink::log\] frame ")
         kept = [ln for ln in all_lines if not noise.search(ln)]
         tail = "\n".join(ln[:400] for ln in kept[-lines:])
         return (f"node {' '.join(self.args)} (domain {self.domain}, rc {self.proc.poll()}, log "
