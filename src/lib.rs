@@ -19,7 +19,7 @@
 //! * [`heads`]: the `TaskHead` trait, the head set with run-time switches, one module per head.
 //! * [`bank`]: building AnomalyDINO memory banks from normal images (`bank build`).
 //! * [`dataset`]: the synthetic scene written as COCO / PNG masks / depth / ImageFolder data.
-//! * [`eval`]: pixel metrics against ground truth (mIoU, depth errors, box recall).
+//! * [`eval`]: offline evaluation (COCO mAP as pycocotools, mIoU, depth errors, AUROC), reports, plots.
 //! * [`display`]: head outputs as log lines (what the default run shows).
 //! * [`telemetry`]: logging, rate-limited warnings, fixed-size stage latency histograms.
 //! * [`image_io`]: reading images from files with errors that name the file.

@@ -7,6 +7,7 @@ use crate::bank::BankError;
 use crate::calibration::CalibrationError;
 use crate::config::ConfigError;
 use crate::dataset::DatasetError;
+use crate::eval::EvalError;
 use crate::features::FeaturesError;
 use crate::heads::HeadError;
 use crate::image_io::{ImageDirError, ImageFileError};
@@ -110,6 +111,15 @@ pub enum CommandError {
     /// The source failed while the node ran (after it had started).
     #[error("the source failed: {0}")]
     SourceFailed(Box<SourceError>),
+    /// Offline evaluation: ground truth, predictions or reports (boxed: the variant is large).
+    #[error(transparent)]
+    Eval(Box<EvalError>),
+}
+
+impl From<EvalError> for CommandError {
+    fn from(e: EvalError) -> Self {
+        CommandError::Eval(Box::new(e))
+    }
 }
 
 impl From<RosError> for CommandError {
@@ -161,6 +171,7 @@ impl CommandError {
             // Mid-run: the cause decides (a camera that vanished: 1; frames that do not fit
             // the calibration: 2).
             CommandError::SourceFailed(e) => bad(e.is_bad_input()),
+            CommandError::Eval(e) => bad(e.is_bad_input()),
             CommandError::Config(_)
             | CommandError::Model(_)
             | CommandError::Image(_)

@@ -9,10 +9,12 @@
 //! | `predict`       | `predict.rs`  |
 //! | `bank build`    | `bank.rs`     |
 //! | `dataset synthetic` | `dataset.rs` |
+//! | `eval`          | `eval.rs`     |
 
 pub mod bank;
 pub mod dataset;
 mod error;
+pub mod eval;
 pub mod features;
 pub mod inspect;
 pub mod predict;
