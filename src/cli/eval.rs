@@ -167,6 +167,9 @@ pub fn summary(report: &Report) -> String {
             a.pixels
         ));
     }
+    if !report.not_scored.is_empty() {
+        lines.push(format!("not scored: {}", report.not_scored.join("; ")));
+    }
     lines.join("\n")
 }
 

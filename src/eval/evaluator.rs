@@ -83,6 +83,7 @@ pub struct Evaluator<'a> {
     image_scores: AurocSamples,
     pixel_scores: AurocSamples,
     has_maps: bool,
+    skipped: BTreeSet<&'static str>,
 }
 
 /// Evaluate a stream of frames (e.g. a recording read lazily); `progress` is told each frame.
@@ -141,6 +142,7 @@ impl<'a> Evaluator<'a> {
             image_scores: AurocSamples::default(),
             pixel_scores: AurocSamples::default(),
             has_maps: false,
+            skipped: BTreeSet::new(),
         }
     }
 
@@ -181,7 +183,10 @@ impl<'a> Evaluator<'a> {
         if let Some(dets) = &frame.detections {
             self.add_detections(&frame.key, &stem, dets)?;
         }
-        if let Some(mask) = &frame.segmentation {
+        if frame.segmentation.is_some() && !truth.has_masks() {
+            self.skipped
+                .insert("segmentation (the ground truth has no masks/)");
+        } else if let Some(mask) = &frame.segmentation {
             match truth.load_mask(&stem)? {
                 None => self.missing("segmentation masks", &stem),
                 Some((tpath, t)) => {
@@ -210,7 +215,10 @@ impl<'a> Evaluator<'a> {
                 }
             }
         }
-        if let Some(depth) = &frame.depth {
+        if frame.depth.is_some() && !truth.has_depth() {
+            self.skipped
+                .insert("depth (the ground truth has no depth/)");
+        } else if let Some(depth) = &frame.depth {
             match truth.load_depth(&stem)? {
                 None => self.missing("depth maps", &stem),
                 Some((tpath, t)) => {
@@ -240,11 +248,18 @@ impl<'a> Evaluator<'a> {
                 }
             }
         }
-        if let Some(score) = frame.anomaly_score {
+        if frame.anomaly_score.is_some() && !truth.has_anomaly_labels() {
+            self.skipped
+                .insert("anomaly scores (the ground truth has no anomaly/labels.json)");
+        } else if let Some(score) = frame.anomaly_score {
             match truth.anomaly_label(&stem) {
                 None => self.missing("anomaly labels", &stem),
                 Some(label) => self.image_scores.push(score, label),
             }
+        }
+        if frame.anomaly_map.is_some() && !truth.has_anomaly_masks() {
+            self.skipped
+                .insert("anomaly maps (the ground truth has no anomaly/masks/)");
         }
         if let Some(map) = &frame.anomaly_map {
             if truth.has_anomaly_masks() {
@@ -293,12 +308,11 @@ impl<'a> Evaluator<'a> {
     ) -> Result<(), EvalError> {
         self.has_detections = true;
         let Some(coco) = &self.truth.coco else {
-            return Err(EvalError::Nothing(format!(
-                "frame {key} has detections but the ground truth {} has no COCO annotations \
-                 (annotations.json)",
-                self.truth.source.display()
-            )));
+            self.skipped
+                .insert("detections (the ground truth has no annotations.json)");
+            return Ok(());
         };
+        self.has_detections = true;
         let Some(image_id) = self.truth.image_id(stem) else {
             self.missing("COCO images", stem);
             return Ok(());
@@ -417,6 +431,7 @@ impl<'a> Evaluator<'a> {
             segmentation,
             depth,
             anomaly,
+            not_scored: self.skipped.iter().map(|s| s.to_string()).collect(),
         })
     }
 

@@ -112,5 +112,8 @@ pub fn to_markdown(r: &Report) -> String {
             a.anomalous_pixels
         );
     }
+    if !r.not_scored.is_empty() {
+        let _ = writeln!(s, "Not scored: {}.", r.not_scored.join("; "));
+    }
     s
 }

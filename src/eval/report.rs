@@ -26,6 +26,9 @@ pub struct Report {
     pub depth: Option<DepthReport>,
     /// Anomaly detection.
     pub anomaly: Option<AnomalyReport>,
+    /// Predictions that were not scored because the ground truth has none of their kind.
+    #[serde(default)]
+    pub not_scored: Vec<String>,
 }
 
 /// The tool string of reports.

@@ -212,6 +212,21 @@ impl GroundTruth {
         self.stem_to_image.get(stem).copied()
     }
 
+    /// Whether the truth has segmentation masks at all.
+    pub fn has_masks(&self) -> bool {
+        !self.masks.is_empty()
+    }
+
+    /// Whether the truth has depth maps at all.
+    pub fn has_depth(&self) -> bool {
+        !self.depth.is_empty()
+    }
+
+    /// Whether the truth has anomaly labels at all.
+    pub fn has_anomaly_labels(&self) -> bool {
+        self.anomaly_labels.is_some()
+    }
+
     /// The truth mask file of a frame.
     pub fn mask_path(&self, stem: &str) -> Option<&Path> {
         self.masks.get(stem).map(PathBuf::as_path)
