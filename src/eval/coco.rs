@@ -378,6 +378,13 @@ pub fn evaluate(
         });
     }
 
+    if truth.annotations.iter().any(|a| a.id == 0) {
+        log::warn!(
+            "{}: an annotation has id 0; as in pycocotools, a result matched to it counts as \
+             unmatched (number annotations from 1)",
+            truth.source.display()
+        );
+    }
     let mut cells: Vec<Cell> = Vec::new();
     let mut cell_of: HashMap<(usize, usize), usize> = HashMap::new();
     let mut cell = |image: usize, category: usize| -> usize {

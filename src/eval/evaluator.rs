@@ -393,6 +393,16 @@ impl<'a> Evaluator<'a> {
                 details: problems.join("; "),
             });
         }
+        if let (None, Some(results)) = (&self.truth.coco, &self.results_source) {
+            return Err(EvalError::Format {
+                path: self.truth.source.clone(),
+                reason: format!(
+                    "has no COCO annotations (annotations.json) to score {} against; give a \
+                     dataset directory with annotations.json or --coco FILE",
+                    results.display()
+                ),
+            });
+        }
         let detection = match (&self.truth.coco, self.has_detections) {
             (Some(c), true) => {
                 let source = self
@@ -548,6 +558,41 @@ mod tests {
         assert!((r.detection.unwrap().stat("AP") - 1.0).abs() < 1e-12);
         assert_eq!(r.segmentation.unwrap().miou, Some(1.0));
         assert_eq!(r.anomaly.unwrap().image_auroc, Some(1.0));
+    }
+
+    #[test]
+    fn stamped_frames_match_nanosecond_stems() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("masks")).unwrap();
+        image::save_buffer(
+            d.join("masks/1700000000000000042.png"),
+            &[0, 1],
+            2,
+            1,
+            image::ColorType::L8,
+        )
+        .unwrap();
+        let truth = GroundTruth::from_dir(d).unwrap();
+        let mut f = frame("x");
+        f.key = FrameKey::Stamp(crate::frame::Stamp(1_700_000_000_000_000_042));
+        f.segmentation = Some(vec![0, 0]);
+        let r = evaluate(
+            &truth,
+            std::iter::once(Ok::<_, EvalError>(f)),
+            EvalOptions::default(),
+            |_| {},
+        )
+        .unwrap();
+        // Class 0: tp 1, union 2; class 1: tp 0, union 1.
+        assert_eq!(r.segmentation.unwrap().miou, Some(0.25));
+        assert_eq!(
+            r.not_scored,
+            vec![
+                "anomaly scores (the ground truth has no anomaly/labels.json)".to_string(),
+                "detections (the ground truth has no annotations.json)".to_string()
+            ]
+        );
     }
 
     #[test]

@@ -81,8 +81,11 @@ def random_case(seed: int, images: int = 120, empty_results: bool = False):
             crowd = int(rng.random() < 0.08)
             # The area field (e.g. of a segmentation) need not be w*h: it decides the area range.
             area = w * h * float(rng.uniform(0.6, 1.0)) if rng.random() < 0.5 else w * h
-            coco["annotations"].append({"id": ann_id, "image_id": img_id, "category_id": cat,
-                                        "bbox": [x, y, w, h], "area": area, "iscrowd": crowd})
+            ann = {"id": ann_id, "image_id": img_id, "category_id": cat,
+                   "bbox": [x, y, w, h], "area": area, "iscrowd": crowd}
+            if rng.random() < 0.05:
+                ann["ignore"] = 1  # pycocotools overwrites it with iscrowd: no effect
+            coco["annotations"].append(ann)
             ann_id += 1
             for _copy in range(int(rng.choice([0, 1, 1, 1, 2]))):  # misses and duplicates
                 jit = rng.normal(0, 0.12, 4) * [w, h, w, h]
@@ -104,6 +107,10 @@ def random_case(seed: int, images: int = 120, empty_results: bool = False):
                      "score": round(float(rng.random()), 1)})
     # A category the ground truth lacks: pycocotools does not score it.
     dets.append({"image_id": crowded, "category_id": 99, "bbox": [1.0, 1.0, 5.0, 5.0], "score": 0.5})
+    if seed % 2 == 1 and coco["annotations"]:
+        # Annotation id 0: pycocotools stores matched ids and tests them for truth, so a match
+        # to this box counts as none.
+        coco["annotations"][0]["id"] = 0
     if empty_results:
         dets = []
     return coco, dets
