@@ -348,7 +348,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Check that frames and truth correspond, then compute every metric with input.
-    pub fn finish(self) -> Result<Report, EvalError> {
+    pub fn finish(mut self) -> Result<Report, EvalError> {
         let mut problems = Vec::new();
         if !self.no_truth.is_empty() {
             problems.push(format!(
@@ -445,7 +445,7 @@ impl<'a> Evaluator<'a> {
         })
     }
 
-    fn anomaly_report(&self) -> Result<Option<AnomalyReport>, EvalError> {
+    fn anomaly_report(&mut self) -> Result<Option<AnomalyReport>, EvalError> {
         if self.image_scores.is_empty() && !self.has_maps {
             return Ok(None);
         }
