@@ -152,6 +152,41 @@ mod tests {
         assert_eq!(auc(&[0.2, 0.5, 0.5, 0.9], &[0, 0, 1, 1]), Ok(0.875));
     }
 
+    /// Mann-Whitney: the fraction of (positive, negative) pairs ranked right, ties half.
+    fn naive(samples: &[(f32, bool)]) -> f64 {
+        let (mut right, mut pairs) = (0.0, 0.0);
+        for &(p, _) in samples.iter().filter(|s| s.1) {
+            for &(n, _) in samples.iter().filter(|s| !s.1) {
+                pairs += 1.0;
+                right += if p > n {
+                    1.0
+                } else if p == n {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+        right / pairs
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn equals_pair_counting(
+            samples in proptest::collection::vec((0u8..8, proptest::bool::ANY), 2..60)
+        ) {
+            // Few distinct scores: many ties.
+            let s: Vec<(f32, bool)> = samples.iter().map(|&(v, l)| (v as f32 / 4.0, l)).collect();
+            match roc_auc(&s) {
+                Ok(a) => proptest::prop_assert!((a - naive(&s)).abs() < 1e-12),
+                Err(e) => {
+                    let one_class = matches!(e, AurocError::OneClass { .. });
+                    proptest::prop_assert!(one_class, "{}", e);
+                }
+            }
+        }
+    }
+
     #[test]
     fn undefined_cases_are_errors() {
         assert_eq!(

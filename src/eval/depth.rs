@@ -56,7 +56,7 @@ impl DepthAnalysis {
 
     /// Add one frame (same-size slices, metres).
     pub fn add(&mut self, truth: &[f32], predicted: &[f32]) {
-        let hi = self.max_depth.map_or(f32::INFINITY, |m| m as f32);
+        let hi = self.max_depth.unwrap_or(f64::INFINITY);
         let (hist, over, bins, range) = (
             &mut self.error_histogram,
             &mut self.error_overflow,

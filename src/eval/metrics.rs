@@ -121,19 +121,26 @@ pub struct DepthErrors {
 impl DepthErrors {
     /// Add one frame: pixels with finite, positive truth within `range` (inclusive).
     pub fn add(&mut self, truth: &[f32], predicted: &[f32], range: (f32, f32)) {
-        self.add_each(truth, predicted, range, |_, _| {});
+        self.add_each(
+            truth,
+            predicted,
+            (range.0 as f64, range.1 as f64),
+            |_, _| {},
+        );
     }
 
-    /// [`DepthErrors::add`], calling `visit(truth, clamped prediction)` for each scored pixel.
+    /// [`DepthErrors::add`] with the range in f64 (compared with the truth widened to f64),
+    /// calling `visit(truth, clamped prediction)` for each scored pixel.
     pub fn add_each(
         &mut self,
         truth: &[f32],
         predicted: &[f32],
-        range: (f32, f32),
+        range: (f64, f64),
         mut visit: impl FnMut(f64, f64),
     ) {
         for (&t, &p) in truth.iter().zip(predicted) {
-            if !(t.is_finite() && t > 0.0 && t >= range.0 && t <= range.1) {
+            let tf = t as f64;
+            if !(t.is_finite() && t > 0.0 && tf >= range.0 && tf <= range.1) {
                 continue;
             }
             if !p.is_finite() {
