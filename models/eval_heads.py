@@ -15,6 +15,11 @@ PRED is what ``predict`` writes. Metrics:
 * classification: top-1 accuracy against the ImageFolder labels.
 
 Only what PRED contains is scored. Exit status 2 with a message naming the file on bad input.
+
+``dinov3_perception eval --truth DATA --predictions PRED`` computes the same figures (and more:
+all 12 COCO stats, pixel accuracy, SqRel / log RMSE / delta2-3, anomaly AUROC, reports and plots)
+in Rust; this script stays as an independent cross-check. One difference: eval clamps depth
+predictions to >= 1e-3 m where this script drops pixels whose prediction is <= 0.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@
 //! * [`heads`]: the `TaskHead` trait, the head set with run-time switches, one module per head.
 //! * [`bank`]: building AnomalyDINO memory banks from normal images (`bank build`).
 //! * [`dataset`]: the synthetic scene written as COCO / PNG masks / depth / ImageFolder data.
-//! * [`eval`]: pixel metrics against ground truth (mIoU, depth errors, box recall).
+//! * [`eval`]: offline evaluation (COCO mAP as pycocotools, mIoU, depth errors, AUROC), reports, plots.
 //! * [`result`]: what inference computed for one frame ([`result::FrameResult`]).
 //! * [`sink`]: consumers of results: head log lines, ROS topics, the recorder, the live view.
 //! * [`telemetry`]: logging, rate-limited warnings, fixed-size stage latency histograms.

@@ -35,6 +35,9 @@ enum Command {
         #[command(subcommand)]
         kind: cli::dataset::DatasetKind,
     },
+    /// Score predictions against ground truth: COCO mAP (as pycocotools), mIoU, depth errors,
+    /// anomaly AUROC; print the summary, write report.json / report.md / plots with --out.
+    Eval(cli::eval::EvalArgs),
     /// Print a backbone model's manifest, inputs/outputs, parameter count and FLOP estimate.
     Inspect(cli::inspect::InspectArgs),
     /// Run the backbone on one image and write cls, registers, patch_tokens (and layers) as .npz.
@@ -50,6 +53,7 @@ fn dispatch(command: &Command, ros_tokens: &[String]) -> Result<(), CommandError
         Command::Predict(args) => cli::predict::run(args),
         Command::Bank { action } => cli::bank::run(action),
         Command::Dataset { kind } => cli::dataset::run(kind),
+        Command::Eval(args) => cli::eval::run(args),
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Features(args) => cli::features::run(args),
         Command::Reindex(args) => cli::reindex::run(args),

@@ -9,6 +9,7 @@ use crate::bank::BankError;
 use crate::calibration::CalibrationError;
 use crate::config::ConfigError;
 use crate::dataset::DatasetError;
+use crate::eval::EvalError;
 use crate::features::FeaturesError;
 use crate::heads::HeadError;
 use crate::image_io::{ImageDirError, ImageFileError};
@@ -118,6 +119,9 @@ pub enum CommandError {
     /// A bag could not be read or repaired (boxed: the variant is large).
     #[error(transparent)]
     Bag(Box<BagError>),
+    /// Offline evaluation: ground truth, predictions or reports (boxed: the variant is large).
+    #[error(transparent)]
+    Eval(Box<EvalError>),
 }
 
 impl From<RecordError> for CommandError {
@@ -129,6 +133,12 @@ impl From<RecordError> for CommandError {
 impl From<BagError> for CommandError {
     fn from(e: BagError) -> Self {
         CommandError::Bag(Box::new(e))
+    }
+}
+
+impl From<EvalError> for CommandError {
+    fn from(e: EvalError) -> Self {
+        CommandError::Eval(Box::new(e))
     }
 }
 
@@ -183,6 +193,7 @@ impl CommandError {
             CommandError::SourceFailed(e) => bad(e.is_bad_input()),
             CommandError::Record(e) => bad(e.is_bad_input()),
             CommandError::Bag(e) => bad(e.is_bad_input()),
+            CommandError::Eval(e) => bad(e.is_bad_input()),
             CommandError::Config(_)
             | CommandError::Model(_)
             | CommandError::Image(_)

@@ -10,10 +10,12 @@
 //! | `bank build`    | `bank.rs`     |
 //! | `dataset synthetic` | `dataset.rs` |
 //! | `reindex DIR`   | `reindex.rs`  |
+//! | `eval`          | `eval.rs`     |
 
 pub mod bank;
 pub mod dataset;
 mod error;
+pub mod eval;
 pub mod features;
 pub mod inspect;
 pub mod predict;

@@ -1,6 +1,33 @@
-//! Offline evaluation: metrics of head outputs against ground truth.
+//! Offline evaluation: head outputs scored against ground truth (`dinov3_perception eval`).
 //!
-//! So far the pixel metrics the default run reports against the synthetic scene's ground truth;
-//! COCO mAP is computed by pycocotools in `models/eval_heads.py` from `predict` output.
+//! * [`coco`]: box detection, a step-for-step port of pycocotools' `COCOeval` (bbox): the 12
+//!   stats, per-class AP and PR curves.
+//! * [`auroc`]: ROC AUC as `sklearn.metrics.roc_auc_score` (image and pixel anomaly scores).
+//! * [`metrics`]: segmentation confusion (mIoU, pixel accuracy), depth errors (AbsRel, SqRel,
+//!   RMSE, log RMSE, delta1..3), box recall; shared with the default run's quality line.
+//! * [`depth`]: depth errors with the histograms the plots show.
+//! * [`truth`]: ground truth on disk, [`FrameKey`] and how frames find their truth.
+//! * [`evaluator`]: [`FramePrediction`]s streamed into an [`Evaluator`], out comes a [`Report`].
+//! * [`predictions`]: `predict`'s output folder read as frames.
+//! * [`report`]: the JSON report; [`markdown`]: the same as Markdown; [`plots`]: PNG plots;
+//!   [`compare`]: the differences of two reports.
+//! * [`files`]: reading masks, depth and maps; [`error`]: [`EvalError`].
 
+pub mod auroc;
+pub mod coco;
+pub mod compare;
+pub mod depth;
+pub mod error;
+pub mod evaluator;
+pub mod files;
+pub mod markdown;
 pub mod metrics;
+pub mod plots;
+pub mod predictions;
+pub mod report;
+pub mod truth;
+
+pub use error::EvalError;
+pub use evaluator::{evaluate, EvalOptions, Evaluator, FramePrediction};
+pub use report::Report;
+pub use truth::{FrameKey, GroundTruth};
