@@ -15,10 +15,14 @@ use super::CommandError;
 use crate::eval::coco::{load_results, CocoDetection};
 use crate::eval::compare::compare_files;
 use crate::eval::evaluator::DEFAULT_IGNORE_INDEX;
+use crate::eval::from_result::frame_prediction;
 use crate::eval::markdown::to_markdown;
 use crate::eval::plots::write_plots;
 use crate::eval::predictions::PredictionsDir;
+use crate::eval::recording::RecordingFrames;
+use crate::eval::FrameKey;
 use crate::eval::{EvalError, EvalOptions, Evaluator, FramePrediction, GroundTruth, Report};
+use crate::sink::record::GROUND_TRUTH_DIR;
 
 /// Arguments of `eval`.
 #[derive(Debug, clap::Args)]
@@ -37,6 +41,24 @@ pub struct EvalArgs {
     /// Folder `predict --out` wrote (detections.json, masks/, depth/, anomaly.json).
     #[arg(long)]
     pub predictions: Option<PathBuf>,
+    /// A bag the node recorded (`run --record`): its detections, segmentation, depth and
+    /// anomaly topics, matched to the ground truth by stamp (default truth: BAG/ground_truth).
+    #[arg(long, value_name = "BAG", conflicts_with_all = ["predictions", "source"])]
+    pub recording: Option<PathBuf>,
+    /// Run the backbone and heads over a recording (mcap:PATH, every frame) or an image folder
+    /// (dir:PATH, matched by file name) and score what they predict (default truth for mcap:
+    /// the bag's ground_truth).
+    #[arg(long, value_name = "SPEC", conflicts_with = "predictions")]
+    pub source: Option<crate::source::SourceSpec>,
+    /// Backbone .onnx for --source (default: the bundled tiny demo model).
+    #[arg(long, requires = "source")]
+    pub model: Option<PathBuf>,
+    /// Heads directory for --source (default: the demo heads with the bundled model).
+    #[arg(long, requires = "source")]
+    pub heads: Option<PathBuf>,
+    /// How the backbone runs (with --source).
+    #[command(flatten)]
+    pub backbone: crate::config::BackboneFlags,
     /// Write report.json, report.md and plots/*.png here (default: print the summary only).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -65,12 +87,20 @@ pub struct PredictionInput<'a> {
     pub predictions_dir: Option<PathBuf>,
 }
 
-/// The ground truth the arguments name.
+/// The ground truth the arguments name (a recording's own `ground_truth/` by default).
 pub fn load_truth(args: &EvalArgs) -> Result<GroundTruth, CommandError> {
-    match (&args.truth, &args.coco) {
-        (Some(dir), _) => Ok(GroundTruth::from_dir(dir)?),
-        (None, Some(file)) => Ok(GroundTruth::from_coco_file(file)?),
-        (None, None) => Err(CommandError::Usage(
+    let recorded = args.recording.clone().or_else(|| match &args.source {
+        Some(crate::source::SourceSpec::Mcap(p)) => Some(p.clone()),
+        _ => None,
+    });
+    let beside = recorded
+        .map(|bag| bag.join(GROUND_TRUTH_DIR))
+        .filter(|d| d.is_dir());
+    match (&args.truth, &args.coco, beside) {
+        (Some(dir), _, _) => Ok(GroundTruth::from_dir(dir)?),
+        (None, Some(file), _) => Ok(GroundTruth::from_coco_file(file)?),
+        (None, None, Some(dir)) => Ok(GroundTruth::from_dir(&dir)?),
+        (None, None, None) => Err(CommandError::Usage(
             "eval needs ground truth: --truth DIR (a dataset directory) or --coco FILE \
              (COCO instances), or --compare A.json B.json"
                 .into(),
@@ -86,10 +116,15 @@ fn validate(args: &EvalArgs) -> Result<(), CommandError> {
             )));
         }
     }
-    if args.detections.is_none() && args.predictions.is_none() {
+    if args.detections.is_none()
+        && args.predictions.is_none()
+        && args.recording.is_none()
+        && args.source.is_none()
+    {
         return Err(CommandError::Usage(
-            "eval needs predictions: --detections FILE (COCO results) and/or --predictions DIR \
-             (what `predict --out` wrote)"
+            "eval needs predictions: --detections FILE (COCO results), --predictions DIR \
+             (what `predict --out` wrote), --recording BAG (what `run --record` wrote) or \
+             --source mcap:BAG|dir:IMAGES (run the model over it)"
                 .into(),
         ));
     }
@@ -254,12 +289,28 @@ pub fn run(args: &EvalArgs) -> Result<(), CommandError> {
             inputs.insert(k.to_string(), v);
         }
     }
-    let input = PredictionInput {
-        coco_results,
-        frames: dir.as_ref().filter(|d| !d.is_empty()).map(|d| {
+    for (k, v) in [
+        ("recording", path_value(&args.recording)),
+        ("source", args.source.as_ref().map(|s| s.to_string().into())),
+        ("model", path_value(&args.model)),
+    ] {
+        if let Some(v) = v {
+            inputs.insert(k.to_string(), v);
+        }
+    }
+    let frames: Option<(Option<usize>, FrameStream)> = if let Some(bag) = &args.recording {
+        Some((None, Box::new(RecordingFrames::open(bag)?)))
+    } else if let Some(spec) = &args.source {
+        Some(pipeline_frames(spec, args)?)
+    } else {
+        dir.as_ref().filter(|d| !d.is_empty()).map(|d| {
             let frames: FrameStream = Box::new(d.frames());
             (Some(d.len()), frames)
-        }),
+        })
+    };
+    let input = PredictionInput {
+        coco_results,
+        frames,
         predictions_dir: args.predictions.clone(),
     };
     let options = EvalOptions {
@@ -274,4 +325,133 @@ pub fn run(args: &EvalArgs) -> Result<(), CommandError> {
         write_report(&report, out)?;
     }
     Ok(())
+}
+
+/// The backbone and heads run over `spec` (every frame), each pass scored as it comes.
+fn pipeline_frames(
+    spec: &crate::source::SourceSpec,
+    args: &EvalArgs,
+) -> Result<(Option<usize>, FrameStream<'static>), CommandError> {
+    use crate::backend::LoadedBackbone;
+    use crate::config::share::{bundled_heads, bundled_model};
+    use crate::config::BackboneConfig;
+    use crate::frame::{Frame, Stamp};
+    use crate::heads::loader::{load_heads, HeadsConfig};
+    use crate::pipeline::InferenceStage;
+    use crate::source::mcap::{McapConfig, McapSource, ReplayClock};
+    use crate::source::{FrameSource, SourceSpec};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let model = args.model.clone().unwrap_or_else(bundled_model);
+    let heads_dir = args
+        .heads
+        .clone()
+        .or_else(|| args.model.is_none().then(bundled_heads));
+    let b = BackboneConfig::from_flags(model, &args.backbone)?;
+    let backbone = LoadedBackbone::load(&b.model, b.input_size, &b.backend, b.threads)?;
+    let heads = load_heads(
+        &HeadsConfig {
+            dir: heads_dir,
+            pca: false,
+            ..HeadsConfig::default()
+        },
+        &backbone.model.manifest,
+        backbone.grid(),
+    )?;
+    let stage = InferenceStage::new(
+        backbone.prepared.as_ref(),
+        Arc::new(backbone.model.manifest.clone()),
+        b.resize,
+    )?
+    .with_heads(heads);
+    // Frames with the key their ground truth is found by.
+    let frames: Box<dyn Iterator<Item = Result<(Frame, FrameKey), CommandError>>> = match spec {
+        SourceSpec::Dir(dir) => {
+            let files = crate::image_io::list_images(dir)?;
+            let n = files.len();
+            return Ok((
+                Some(n),
+                score_frames(
+                    files.into_iter().enumerate().map(|(i, path)| {
+                        let img = crate::image_io::load_rgb(&path)?;
+                        let stem = path
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        Ok((
+                            Frame {
+                                width: img.width,
+                                height: img.height,
+                                rgb: img.data,
+                                stamp: Stamp(0),
+                                seq: i as u64,
+                                frame_id: crate::frame::DEFAULT_FRAME_ID.into(),
+                                ground_truth: None,
+                            },
+                            FrameKey::Name(stem),
+                        ))
+                    }),
+                    stage,
+                    dir.clone(),
+                ),
+            ));
+        }
+        SourceSpec::Mcap(path) => {
+            let mut source = McapSource::open(
+                McapConfig {
+                    path: path.clone(),
+                    topic: None,
+                    rate: 0.0,
+                    frame_id: None,
+                    clock: Arc::new(ReplayClock::new()),
+                },
+                Arc::new(AtomicBool::new(false)),
+            )?;
+            Box::new(std::iter::from_fn(move || match source.next_frame() {
+                Ok(Some(f)) => {
+                    let key = FrameKey::Stamp(f.stamp);
+                    Some(Ok((f, key)))
+                }
+                Ok(None) => None,
+                Err(e) => Some(Err(CommandError::from(e))),
+            }))
+        }
+        other => {
+            return Err(CommandError::Usage(format!(
+                "eval --source {other}: give mcap:BAG or dir:IMAGES (recorded or stored frames)"
+            )))
+        }
+    };
+    Ok((None, score_frames(frames, stage, spec_path(spec))))
+}
+
+fn spec_path(spec: &crate::source::SourceSpec) -> PathBuf {
+    match spec {
+        crate::source::SourceSpec::Mcap(p) | crate::source::SourceSpec::Dir(p) => p.clone(),
+        other => PathBuf::from(other.to_string()),
+    }
+}
+
+/// Run `stage` on each frame and turn the result into a predicted frame; errors name `origin`.
+fn score_frames(
+    frames: impl Iterator<Item = Result<(crate::frame::Frame, FrameKey), CommandError>> + 'static,
+    mut stage: crate::pipeline::InferenceStage,
+    origin: PathBuf,
+) -> FrameStream<'static> {
+    let clock = crate::frame::SystemClock;
+    Box::new(frames.map(move |item| {
+        let failed = |reason: String| EvalError::Format {
+            path: origin.clone(),
+            reason,
+        };
+        let (frame, key) = item.map_err(|e| failed(e.to_string()))?;
+        let result = stage
+            .run_frame(frame, &clock)
+            .map_err(|e| failed(format!("{key}: {e}")))?;
+        if let Some((head, e)) = result.head_errors.first() {
+            return Err(failed(format!("{key}: head {head}: {e}")));
+        }
+        Ok(frame_prediction(&result, key))
+    }))
 }

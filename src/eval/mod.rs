@@ -8,9 +8,11 @@
 //! * [`depth`]: depth errors with the histograms the plots show.
 //! * [`truth`]: ground truth on disk, [`FrameKey`] and how frames find their truth.
 //! * [`evaluator`]: [`FramePrediction`]s streamed into an [`Evaluator`], out comes a [`Report`].
-//! * [`predictions`]: `predict`'s output folder read as frames.
+//! * [`predictions`]: `predict`'s output folder read as frames; [`recording`]: a node recording read
+//!   as frames.
 //! * [`report`]: the JSON report; [`markdown`]: the same as Markdown; [`plots`]: PNG plots;
 //!   [`compare`]: the differences of two reports.
+//! * [`from_result`]: a pipeline pass as a predicted frame (`eval --source`).
 //! * [`files`]: reading masks, depth and maps; [`error`]: [`EvalError`].
 
 pub mod auroc;
@@ -20,10 +22,12 @@ pub mod depth;
 pub mod error;
 pub mod evaluator;
 pub mod files;
+pub mod from_result;
 pub mod markdown;
 pub mod metrics;
 pub mod plots;
 pub mod predictions;
+pub mod recording;
 pub mod report;
 pub mod truth;
 
