@@ -225,10 +225,20 @@ pub fn run(args: &EvalArgs) -> Result<(), CommandError> {
         .as_deref()
         .map(PredictionsDir::open)
         .transpose()?;
+    // The folder's detections.json (predict always writes one) is scored only against COCO
+    // annotations; an explicit --detections without them is an error (in the evaluator).
+    let folder_results = dir.as_ref().and_then(|d| d.detections.clone());
+    if let (None, Some(f), None) = (&args.detections, &folder_results, &truth.coco) {
+        log::info!(
+            "not scoring {}: the ground truth {} has no annotations.json",
+            f.display(),
+            truth.source.display()
+        );
+    }
     let results_file = args
         .detections
         .clone()
-        .or_else(|| dir.as_ref().and_then(|d| d.detections.clone()));
+        .or(folder_results.filter(|_| truth.coco.is_some()));
     let coco_results = match results_file {
         Some(p) => {
             let r = load_results(&p)?;
