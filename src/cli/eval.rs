@@ -15,7 +15,6 @@ use super::CommandError;
 use crate::eval::coco::{load_results, CocoDetection};
 use crate::eval::compare::compare_files;
 use crate::eval::evaluator::DEFAULT_IGNORE_INDEX;
-use crate::eval::from_result::frame_prediction;
 use crate::eval::markdown::to_markdown;
 use crate::eval::plots::write_plots;
 use crate::eval::predictions::PredictionsDir;
@@ -260,10 +259,20 @@ pub fn run(args: &EvalArgs) -> Result<(), CommandError> {
         .as_deref()
         .map(PredictionsDir::open)
         .transpose()?;
+    // The folder's detections.json (predict always writes one) is scored only against COCO
+    // annotations; an explicit --detections without them is an error (in the evaluator).
+    let folder_results = dir.as_ref().and_then(|d| d.detections.clone());
+    if let (None, Some(f), None) = (&args.detections, &folder_results, &truth.coco) {
+        log::info!(
+            "not scoring {}: the ground truth {} has no annotations.json",
+            f.display(),
+            truth.source.display()
+        );
+    }
     let results_file = args
         .detections
         .clone()
-        .or_else(|| dir.as_ref().and_then(|d| d.detections.clone()));
+        .or(folder_results.filter(|_| truth.coco.is_some()));
     let coco_results = match results_file {
         Some(p) => {
             let r = load_results(&p)?;
@@ -452,6 +461,11 @@ fn score_frames(
         if let Some((head, e)) = result.head_errors.first() {
             return Err(failed(format!("{key}: head {head}: {e}")));
         }
-        Ok(frame_prediction(&result, key))
+        Ok(FramePrediction::from_outputs(
+            key,
+            result.frame.width,
+            result.frame.height,
+            &result.heads,
+        ))
     }))
 }

@@ -9,6 +9,7 @@ use super::auroc::AurocSamples;
 use super::coco::{self, CocoDetection};
 use super::depth::DepthAnalysis;
 use super::error::{list_some, EvalError};
+use super::frame_prediction::FramePrediction;
 use super::metrics::Confusion;
 use super::report::{
     tool_version, AnomalyReport, DepthReport, DetectionReport, Report, SegmentationReport,
@@ -18,27 +19,6 @@ use crate::heads::Detection;
 
 /// Default truth value that segmentation does not score.
 pub const DEFAULT_IGNORE_INDEX: u8 = 255;
-
-/// One frame's head outputs, in frame pixels (row-major, `width * height` per map).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FramePrediction {
-    /// Which ground truth it matches.
-    pub key: FrameKey,
-    /// Frame width.
-    pub width: usize,
-    /// Frame height.
-    pub height: usize,
-    /// Boxes (`Some(empty)`: the head ran and found nothing).
-    pub detections: Option<Vec<Detection>>,
-    /// Class id per pixel.
-    pub segmentation: Option<Vec<u8>>,
-    /// Metres per pixel.
-    pub depth: Option<Vec<f32>>,
-    /// Image anomaly score.
-    pub anomaly_score: Option<f32>,
-    /// Anomaly score per pixel.
-    pub anomaly_map: Option<Vec<f32>>,
-}
 
 /// How to score.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,12 +7,13 @@
 //!   RMSE, log RMSE, delta1..3), box recall; shared with the default run's quality line.
 //! * [`depth`]: depth errors with the histograms the plots show.
 //! * [`truth`]: ground truth on disk, [`FrameKey`] and how frames find their truth.
+//! * [`frame_prediction`]: [`FramePrediction`], one frame's head outputs (also made from a
+//!   pipeline run's outputs).
 //! * [`evaluator`]: [`FramePrediction`]s streamed into an [`Evaluator`], out comes a [`Report`].
 //! * [`predictions`]: `predict`'s output folder read as frames; [`recording`]: a node recording read
 //!   as frames.
 //! * [`report`]: the JSON report; [`markdown`]: the same as Markdown; [`plots`]: PNG plots;
 //!   [`compare`]: the differences of two reports.
-//! * [`from_result`]: a pipeline pass as a predicted frame (`eval --source`).
 //! * [`files`]: reading masks, depth and maps; [`error`]: [`EvalError`].
 
 pub mod auroc;
@@ -22,7 +23,7 @@ pub mod depth;
 pub mod error;
 pub mod evaluator;
 pub mod files;
-pub mod from_result;
+pub mod frame_prediction;
 pub mod markdown;
 pub mod metrics;
 pub mod plots;
@@ -32,6 +33,7 @@ pub mod report;
 pub mod truth;
 
 pub use error::EvalError;
-pub use evaluator::{evaluate, EvalOptions, Evaluator, FramePrediction};
+pub use evaluator::{evaluate, EvalOptions, Evaluator};
+pub use frame_prediction::FramePrediction;
 pub use report::Report;
 pub use truth::{FrameKey, GroundTruth};

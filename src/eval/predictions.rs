@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::error::EvalError;
-use super::evaluator::FramePrediction;
 use super::files::{read_class_png, read_json, read_map, Plane};
+use super::frame_prediction::FramePrediction;
 use super::truth::FrameKey;
 
 /// An indexed `predict` output folder.

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::EvalError;
-use super::evaluator::FramePrediction;
+use super::frame_prediction::FramePrediction;
 use super::truth::FrameKey;
 use crate::bag::reader::{bag_files, BagMessage, Messages};
 use crate::bag::BagError;

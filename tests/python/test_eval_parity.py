@@ -297,6 +297,8 @@ def test_pixel_metrics_match_numpy_and_sklearn(bin_path: Path, tmp_path: Path, p
     from sklearn.metrics import roc_auc_score
 
     truth, pred, seg, depth, labels, scores, maps, amasks = make_pixel_case(tmp_path, 5, png_depth)
+    # predict always writes detections.json; without COCO annotations it is not scored.
+    (pred / "detections.json").write_text("[]")
     out = tmp_path / "out"
     p = run(bin_path, "eval", "--truth", truth, "--predictions", pred, "--max-depth", "80", "--out", out)
     r = json.loads((out / "report.json").read_text())
@@ -432,6 +434,10 @@ def test_sizes_that_differ(bin_path: Path, tmp_path: Path) -> None:
     Image.fromarray(np.zeros((20, 30), np.uint8)).save(pred / "masks" / "000003.png")
     err = bad(bin_path, "--truth", truth, "--predictions", pred)
     assert "000003.png" in err and "30x20" in err and "32x24" in err, err
+    # Detections given explicitly need COCO annotations.
+    (pred / "detections.json").write_text("[]")
+    err = bad(bin_path, "--truth", truth, "--detections", pred / "detections.json")
+    assert "annotations.json" in err and "detections.json" in err, err
 
 
 def test_frames_without_truth_and_truth_without_frames(bin_path: Path, tmp_path: Path) -> None:
