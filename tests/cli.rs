@@ -351,7 +351,7 @@ fn run_with_a_missing_camera_or_directory_is_bad_input() {
     );
     let o = bin(&["run", "--source", "webcam"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("synthetic, v4l2:/dev/videoN, dir:PATH or ros:TOPIC"));
+    assert!(stderr(&o).contains("synthetic, v4l2:/dev/videoN, dir:PATH, ros:TOPIC or mcap:PATH"));
 }
 
 #[test]

@@ -420,6 +420,33 @@ fn bad_input_is_an_error_naming_the_file_and_the_fix() {
         &replay(&src, &["--replay-topic", "/dinov3/detections"]),
         &["Detection2DArray, not an image topic"],
     );
+    // Ground truth that does not match the recording: another scene's dataset.
+    let other = tmp.path().join("other_truth");
+    let o = bin(&[
+        "dataset",
+        "synthetic",
+        "--out",
+        &other.display().to_string(),
+        "--scenes",
+        "1",
+        "--frames-per-scene",
+        "2",
+        "--width",
+        "160",
+        "--height",
+        "120",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_bad_input(
+        &bin(&[
+            "eval",
+            "--recording",
+            &good.display().to_string(),
+            "--truth",
+            &other.display().to_string(),
+        ]),
+        &["other_truth", "do not match", "have no ground truth"],
+    );
     // reindex of something that is not a bag.
     assert_bad_input(
         &bin(&["reindex", &file.display().to_string()]),
