@@ -15,6 +15,7 @@ use crate::npz::NpyError;
 use crate::pipeline::{InferenceError, PipelineError};
 use crate::preprocess::PreprocessError;
 use crate::ros::RosError;
+use crate::sink::foxglove::LiveViewError;
 use crate::source::SourceError;
 
 /// Process exit codes: 0 ok, 2 bad input or configuration, 1 anything else.
@@ -107,6 +108,9 @@ pub enum CommandError {
     /// A camera calibration problem.
     #[error(transparent)]
     Calibration(Box<CalibrationError>),
+    /// The live view cannot start (boxed: the variant is large).
+    #[error(transparent)]
+    LiveView(Box<LiveViewError>),
     /// The source failed while the node ran (after it had started).
     #[error("the source failed: {0}")]
     SourceFailed(Box<SourceError>),
@@ -121,6 +125,12 @@ impl From<RosError> for CommandError {
 impl From<CalibrationError> for CommandError {
     fn from(e: CalibrationError) -> Self {
         CommandError::Calibration(Box::new(e))
+    }
+}
+
+impl From<LiveViewError> for CommandError {
+    fn from(e: LiveViewError) -> Self {
+        CommandError::LiveView(Box::new(e))
     }
 }
 
@@ -155,6 +165,7 @@ impl CommandError {
             CommandError::ImageDir(e) => bad(e.is_bad_input()),
             CommandError::Ros(e) => bad(e.is_bad_input()),
             CommandError::Calibration(e) => bad(e.is_bad_input()),
+            CommandError::LiveView(e) => bad(e.is_bad_input()),
             CommandError::Pipeline(e) => bad(e.is_bad_input()),
             CommandError::Inference { error, .. } => bad(error.is_bad_input()),
             CommandError::HeadFailed { error, .. } => bad(error.is_bad_input()),

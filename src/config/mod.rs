@@ -17,6 +17,7 @@ pub mod share;
 mod validate;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -155,6 +156,8 @@ pub struct RosConfig {
 pub struct SinksConfig {
     /// Interval of the status line, the head log line and /diagnostics.
     pub status_interval: Duration,
+    /// Where the Foxglove live view listens (`None`: no live view).
+    pub foxglove: Option<SocketAddr>,
 }
 
 /// The declared parameters and their start-up values (for the parameter services).

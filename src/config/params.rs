@@ -147,6 +147,7 @@ pub fn declare(flags: &RunFlags) -> Result<ParamTable, ConfigError> {
         ParamSpec::new("debug_image", Boolean(false), "publish dinov3/debug_image (the frame with detections drawn)"),
         ParamSpec::new("qos.reliable_topics", s(""), "comma-separated topics (as listed in the README) published reliable instead of best effort").read_only(),
         ParamSpec::new("status_interval", Double(flags.status_interval.unwrap_or(DEFAULT_STATUS_INTERVAL)), "seconds between status lines and /diagnostics messages").read_only().range(Range::Double { from: 0.05, to: 3600.0 }),
+        ParamSpec::new("foxglove.address", s(flags.foxglove.as_deref().unwrap_or("")), "live view: IP:PORT of the Foxglove WebSocket server (empty = off; --foxglove sets 127.0.0.1:8765)").read_only(),
         ParamSpec::new("pca_fit_frames", Integer(flags.pca_fit_frames.unwrap_or(DEFAULT_PCA_FIT_FRAMES) as i64), "frames the PCA feature image fits its basis on").read_only().range(Range::Integer { from: 1, to: 100_000 }),
     ]);
     for task in Task::ALL {
