@@ -21,7 +21,7 @@ enum Command {
     /// Run the ROS 2 node: frames from a source, one backbone pass per frame, every head output
     /// published as ROS topics, live status line. With no options: the synthetic scene and the
     /// bundled tiny model. Accepts `--ros-args ...` as `ros2 launch` / `ros2 run` pass it.
-    Run(RunFlags),
+    Run(Box<RunFlags>),
     /// Run the backbone and every head on a directory of images; write COCO detections,
     /// class-id masks, depth .npy, labels and anomaly scores (for models/eval_heads.py).
     Predict(cli::predict::PredictArgs),

@@ -48,7 +48,8 @@ function summarise(topic, message) {
     topic.images.push({ width: message.width, height: message.height, encoding: message.encoding, step: message.step, bytes: message.data.length });
   }
   if (message && "format" in message && "data" in message && !("encoding" in message)) {
-    topic.compressed.push({ format: message.format, bytes: message.data.length });
+    const first = topic.compressed.length === 0 ? Buffer.from(message.data).toString("base64") : undefined;
+    topic.compressed.push({ format: message.format, bytes: message.data.length, first_base64: first });
   }
   if (message && Array.isArray(message.detections)) {
     topic.boxes.push(message.detections.length);
