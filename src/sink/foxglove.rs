@@ -539,6 +539,35 @@ mod tests {
     }
 
     #[test]
+    fn channels_are_named_as_on_ros_and_the_server_stops() {
+        let remaps = vec![("dinov3/depth".to_string(), "depth_m".to_string())];
+        let node = NodeSettings::from_args(None, Some("/robot1"), &remaps, &|_| None).unwrap();
+        let plan = PublishPlan {
+            heads: vec![crate::heads::manifest::Task::Depth],
+            ..PublishPlan::default()
+        };
+        let settings = LiveViewSettings::new("127.0.0.1:0".parse().unwrap());
+        let clock = crate::frame::SystemClock;
+        let mut view = LiveView::start(&settings, &node, &plan, Arc::default(), &clock).unwrap();
+        assert_ne!(view.address().port(), 0);
+        assert_eq!(
+            view.topics(),
+            [
+                "/diagnostics",
+                "/robot1/depth_m",
+                "/robot1/dinov3/debug_image",
+                "/robot1/dinov3/input/image/compressed",
+            ]
+        );
+        let address = view.address();
+        view.close().unwrap();
+        assert!(
+            std::net::TcpStream::connect(address).is_err(),
+            "still listening on {address}"
+        );
+    }
+
+    #[test]
     fn bad_addresses_are_bad_input() {
         let address: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let e = LiveViewError::AddressInUse { address };
