@@ -97,6 +97,7 @@ PARAMETERS = {
     'debug_image': (bool, False),
     'qos.reliable_topics': (str, ''),
     'status_interval': (float, 1.0),
+    'foxglove.address': (str, ''),
     'pca_fit_frames': (int, 30),
 }
 for _head in ('detection', 'segmentation', 'depth', 'classification', 'anomaly', 'pca'):
