@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Launch the dinov3_perception node (and, on request, a rosbag2 MCAP recording of its topics).
+"""Launch the dinov3_perception node (on request recording its topics to a rosbag2 MCAP bag).
 
 Examples:
   ros2 launch dinov3_perception dinov3_perception.launch.py
@@ -9,6 +9,11 @@ Examples:
 
 Source selection: `image_topic` wins over `camera_device`; with neither, the `source`
 parameter of the params file is used (synthetic in the shipped file).
+
+`record:=true` makes the node record itself (its `record.dir` parameter): every topic it
+publishes, the input frames and /diagnostics, to `record_dir` as a rosbag2 MCAP bag. No
+`ros2 bag` process is needed; the `record.*` parameters of the params file choose topics,
+compression and splitting.
 """
 
 import os
@@ -16,30 +21,11 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
-from launch.actions import ExecuteProcess
 from launch.actions import OpaqueFunction
 from launch_ros.actions import Node
 
 PACKAGE = 'dinov3_perception'
 NODE_NAME = 'dinov3_perception'
-
-# Topics the node publishes, relative to its namespace (see DESIGN.md, "Topics").
-RELATIVE_TOPICS = (
-    'dinov3/detections',
-    'dinov3/vision_info',
-    'dinov3/segmentation',
-    'dinov3/segmentation/color',
-    'dinov3/depth',
-    'dinov3/points',
-    'dinov3/anomaly/score',
-    'dinov3/anomaly/map',
-    'dinov3/classification',
-    'dinov3/features/pca',
-    'dinov3/camera_info',
-)
-# Absolute topics: not moved by the namespace.
-ABSOLUTE_TOPICS = ('/diagnostics',)
-
 
 def parse_bool(name, value):
     """Read a boolean launch argument the way launch's IfCondition does (true/false/1/0)."""
@@ -52,27 +38,8 @@ def parse_bool(name, value):
         "launch argument '{}' must be true or false (or 1 / 0), got '{}'".format(name, value))
 
 
-def resolve_namespace(namespace, base_namespace=None):
-    """Return the absolute namespace the node will run in ('/' for the root namespace).
-
-    Mirrors launch_ros: a relative `namespace` is put under the namespace pushed by an
-    enclosing PushRosNamespace (`base_namespace`); an absolute one is taken as it is.
-    """
-    namespace = (namespace or '').strip()
-    base_namespace = (base_namespace or '').strip()
-    if base_namespace and not namespace.startswith('/'):
-        namespace = base_namespace.rstrip('/') + '/' + namespace
-    namespace = '/' + namespace.strip('/')
-    return namespace
-
-
-def topic_names(namespace):
-    """Fully qualified names of the node's topics in `namespace` (absolute, '/' = root)."""
-    prefix = '' if namespace == '/' else namespace.rstrip('/')
-    return [prefix + '/' + t for t in RELATIVE_TOPICS] + list(ABSOLUTE_TOPICS)
-
-
-def parameter_overrides(camera_device, image_topic, model, heads):
+def parameter_overrides(camera_device, image_topic, model, heads, record='false',
+                        record_dir=''):
     """The parameters the launch arguments set on top of the params file."""
     overrides = {}
     image_topic = image_topic.strip()
@@ -85,11 +52,15 @@ def parameter_overrides(camera_device, image_topic, model, heads):
     if model:
         overrides['model'] = model
     overrides['heads_enabled'] = parse_bool('heads', heads)
+    if parse_bool('record', record):
+        if not record_dir.strip():
+            raise ValueError("launch argument 'record_dir' is empty: give the bag directory")
+        overrides['record.dir'] = record_dir.strip()
     return overrides
 
 
 def launch_setup(context, *args, **kwargs):
-    """Compute the node (and recorder) from the launch arguments' values."""
+    """Compute the node from the launch arguments' values."""
     config = context.launch_configurations
 
     def arg(name):
@@ -100,6 +71,8 @@ def launch_setup(context, *args, **kwargs):
         image_topic=arg('image_topic'),
         model=arg('model'),
         heads=arg('heads'),
+        record=arg('record'),
+        record_dir=arg('record_dir'),
     )
     namespace = arg('namespace').strip()
 
@@ -115,16 +88,6 @@ def launch_setup(context, *args, **kwargs):
         )
     ]
 
-    if parse_bool('record', arg('record')):
-        full_namespace = resolve_namespace(namespace, config.get('ros_namespace'))
-        actions.append(
-            ExecuteProcess(
-                cmd=['ros2', 'bag', 'record', '-s', 'mcap', '-o', arg('record_dir')]
-                + topic_names(full_namespace),
-                name='dinov3_bag_record',
-                output='screen',
-            )
-        )
     return actions
 
 
@@ -157,7 +120,8 @@ def generate_launch_description():
             description="namespace of the node and its topics, e.g. robot1 ('' = root)"),
         DeclareLaunchArgument(
             'record', default_value='false',
-            description="also record the node's topics with 'ros2 bag record -s mcap'"),
+            description="record the node's topics, input frames and /diagnostics to "
+                        'record_dir (rosbag2 MCAP, written by the node itself)'),
         DeclareLaunchArgument(
             'record_dir', default_value='dinov3_bag',
             description='output directory of the recording (must not exist yet)'),

@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::npz::write_npy_f32;
 use crate::synthetic::SceneConfigError;
 use crate::synthetic::{SyntheticCamera, SyntheticConfig, SyntheticScene, CLASS_NAMES};
+use crate::truth_writer::{TruthWriteError, TruthWriter};
 
 /// Label of a classification image with no visible object.
 pub const NO_OBJECT_LABEL: &str = "none";
@@ -37,6 +37,9 @@ pub enum DatasetError {
         /// The setting.
         name: &'static str,
     },
+    /// Writing a ground-truth file failed.
+    #[error(transparent)]
+    Truth(#[from] TruthWriteError),
     /// Writing failed.
     #[error("cannot write {path}: {reason}; check the directory and free space")]
     Write {
@@ -73,37 +76,6 @@ pub struct DatasetSummary {
     pub labels: Vec<(String, usize)>,
 }
 
-#[derive(Serialize)]
-struct CocoImage {
-    id: u64,
-    file_name: String,
-    width: usize,
-    height: usize,
-}
-
-#[derive(Serialize)]
-struct CocoAnnotation {
-    id: u64,
-    image_id: u64,
-    category_id: u64,
-    bbox: [f32; 4],
-    area: f32,
-    iscrowd: u8,
-}
-
-#[derive(Serialize)]
-struct CocoCategory {
-    id: u64,
-    name: String,
-}
-
-#[derive(Serialize)]
-struct Coco {
-    images: Vec<CocoImage>,
-    annotations: Vec<CocoAnnotation>,
-    categories: Vec<CocoCategory>,
-}
-
 fn write_err(path: &Path, e: impl std::fmt::Display) -> DatasetError {
     DatasetError::Write {
         path: path.to_path_buf(),
@@ -127,24 +99,13 @@ pub fn write_synthetic(options: &SyntheticDatasetOptions) -> Result<DatasetSumma
     }
     options.scene.validate()?;
     let out = &options.out;
-    for sub in ["images", "masks", "depth", "classes"] {
+    for sub in ["images", "classes"] {
         mkdir(&out.join(sub))?;
     }
     let (w, h) = (options.scene.width, options.scene.height);
     let camera = SyntheticCamera::for_image(w, h);
-    let mut coco = Coco {
-        images: Vec::new(),
-        annotations: Vec::new(),
-        categories: CLASS_NAMES
-            .iter()
-            .enumerate()
-            .skip(1)
-            .map(|(i, n)| CocoCategory {
-                id: i as u64,
-                name: n.to_string(),
-            })
-            .collect(),
-    };
+    let class_names: Vec<String> = CLASS_NAMES.iter().map(|n| n.to_string()).collect();
+    let mut truth = TruthWriter::create(out, &class_names)?;
     let mut labels: std::collections::BTreeMap<String, usize> = Default::default();
     let mut image_id = 1u64;
     for s in 0..options.scenes {
@@ -165,35 +126,12 @@ pub fn write_synthetic(options: &SyntheticDatasetOptions) -> Result<DatasetSumma
                 image::ColorType::Rgb8,
             )
             .map_err(|e| write_err(&image_path, e))?;
-            let mask_path = out.join("masks").join(format!("{stem}.png"));
-            image::save_buffer(
-                &mask_path,
-                &gt.class_mask,
-                w as u32,
-                h as u32,
-                image::ColorType::L8,
-            )
-            .map_err(|e| write_err(&mask_path, e))?;
-            let depth: Vec<f32> = gt
-                .depth
-                .iter()
-                .map(|&d| if d.is_finite() { d } else { 0.0 })
-                .collect();
-            let depth_path = out.join("depth").join(format!("{stem}.npy"));
-            write_npy_f32(&depth_path, &[h, w], &depth).map_err(|e| write_err(&depth_path, e))?;
+            truth.add(&stem, w, h, &gt)?;
             let mut largest: Option<(f32, u8)> = None;
             for b in &gt.boxes {
-                let (bw, bh) = (b.x1 - b.x0, b.y1 - b.y0);
-                coco.annotations.push(CocoAnnotation {
-                    id: coco.annotations.len() as u64 + 1,
-                    image_id,
-                    category_id: b.class_id as u64,
-                    bbox: [b.x0, b.y0, bw, bh],
-                    area: bw * bh,
-                    iscrowd: 0,
-                });
-                if largest.is_none_or(|(a, _)| bw * bh > a) {
-                    largest = Some((bw * bh, b.class_id));
+                let area = (b.x1 - b.x0) * (b.y1 - b.y0);
+                if largest.is_none_or(|(a, _)| area > a) {
+                    largest = Some((area, b.class_id));
                 }
             }
             let label = largest
@@ -207,25 +145,14 @@ pub fn write_synthetic(options: &SyntheticDatasetOptions) -> Result<DatasetSumma
                 std::fs::copy(&image_path, &link).map_err(|e| write_err(&link, e))?;
             }
             *labels.entry(label).or_default() += 1;
-            coco.images.push(CocoImage {
-                id: image_id,
-                file_name: format!("{stem}.png"),
-                width: w,
-                height: h,
-            });
             image_id += 1;
         }
     }
-    // Segmentation class names, background first (train_heads.py reads this file).
-    let names_path = out.join("masks").join("class_names.json");
-    let names = serde_json::to_string(&CLASS_NAMES).map_err(|e| write_err(&names_path, e))?;
-    std::fs::write(&names_path, names).map_err(|e| write_err(&names_path, e))?;
-    let ann_path = out.join("annotations.json");
-    let text = serde_json::to_string(&coco).map_err(|e| write_err(&ann_path, e))?;
-    std::fs::write(&ann_path, text).map_err(|e| write_err(&ann_path, e))?;
+    // Segmentation class names, background first (train_heads.py reads masks/class_names.json).
+    truth.write_index()?;
     Ok(DatasetSummary {
-        images: coco.images.len(),
-        boxes: coco.annotations.len(),
+        images: truth.frames(),
+        boxes: truth.boxes(),
         labels: labels.into_iter().collect(),
     })
 }

@@ -10,6 +10,7 @@
 //!
 //! * [`model`]: the backbone model file and its manifest, checked against each other.
 //! * [`backend`]: the `check` / `prepare` / `session.run` split; [`backend::tract`] is the CPU backend.
+//! * [`bag`]: rosbag2 directories with MCAP storage: writing, reading, reindexing.
 //! * [`preprocess`]: image -> input tensor, with the [`preprocess::Letterbox`] inverse mapping.
 //! * [`features`]: zero-copy views (CLS, registers, patch grid, intermediate layers) over the outputs.
 //! * [`frame`]: RGB8 frames with capture stamp, sequence number and frame_id; the injected clock.
@@ -25,6 +26,7 @@
 //! * [`telemetry`]: logging, rate-limited warnings, fixed-size stage latency histograms.
 //! * [`image_io`]: reading images from files with errors that name the file.
 //! * [`npz`]: writing float32 arrays as NumPy `.npz`.
+//! * [`truth_writer`]: synthetic ground truth as COCO JSON, PNG masks and depth `.npy`.
 //! * [`tolerance`]: named numeric tolerances used to compare against PyTorch references.
 //! * [`cli`]: one file per subcommand; `CommandError` and the exit codes.
 //! * [`config`]: flags -> parameters -> files -> overrides -> `validate()` -> `NodeConfig`.
@@ -32,6 +34,7 @@
 //! * [`ros`]: the ROS 2 node (ros2-client): messages, topics, QoS, parameters, services.
 
 pub mod backend;
+pub mod bag;
 pub mod bank;
 pub mod calibration;
 pub mod cli;
@@ -53,6 +56,7 @@ pub mod source;
 pub mod synthetic;
 pub mod telemetry;
 pub mod tolerance;
+pub mod truth_writer;
 
 pub use backend::{BackboneOutputs, Backend, BackendError, PreparedModel, Session};
 pub use features::{Features, FeaturesError, PatchGrid};

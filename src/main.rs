@@ -39,6 +39,9 @@ enum Command {
     Inspect(cli::inspect::InspectArgs),
     /// Run the backbone on one image and write cls, registers, patch_tokens (and layers) as .npz.
     Features(cli::features::FeaturesArgs),
+    /// Rebuild a recording's MCAP summaries and metadata.yaml after the recorder was killed or
+    /// the disk filled up (as `ros2 bag reindex` does).
+    Reindex(cli::reindex::ReindexArgs),
 }
 
 fn dispatch(command: &Command, ros_tokens: &[String]) -> Result<(), CommandError> {
@@ -49,6 +52,7 @@ fn dispatch(command: &Command, ros_tokens: &[String]) -> Result<(), CommandError
         Command::Dataset { kind } => cli::dataset::run(kind),
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Features(args) => cli::features::run(args),
+        Command::Reindex(args) => cli::reindex::run(args),
     }
 }
 

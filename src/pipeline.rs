@@ -225,6 +225,10 @@ pub struct PipelineOptions {
     pub sink_capacity: usize,
     /// How often to report status (`None`: never).
     pub status_interval: Option<Duration>,
+    /// Offline processing (replaying a recording as fast as it goes): the capture thread waits
+    /// for inference to take each frame and inference waits for each sink's queue, so no frame
+    /// and no result is dropped. Live sources keep the newest-wins queues.
+    pub lossless: bool,
 }
 
 impl Default for PipelineOptions {
@@ -233,6 +237,7 @@ impl Default for PipelineOptions {
             max_frames: None,
             sink_capacity: 4,
             status_interval: Some(Duration::from_secs(1)),
+            lossless: false,
         }
     }
 }
@@ -368,6 +373,22 @@ impl<T> LatestSender<T> {
         }
     }
 
+    /// Offer `item` and wait until there is room for it (nothing is replaced), or until `stop`
+    /// is set or every receiver is gone (`Err(item)`).
+    pub fn send_waiting(&self, item: T, stop: &AtomicBool) -> Result<(), T> {
+        let mut item = item;
+        loop {
+            if self.receivers.strong_count() == 0 || stop.load(Ordering::SeqCst) {
+                return Err(item);
+            }
+            match self.tx.send_timeout(item, Duration::from_millis(20)) {
+                Ok(()) => return Ok(()),
+                Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => item = back,
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(back)) => return Err(back),
+            }
+        }
+    }
+
     /// Items replaced so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -424,6 +445,7 @@ fn capture(
     frame_tx: &LatestSender<(Frame, Instant)>,
     shared: &Shared,
     stop: &AtomicBool,
+    lossless: bool,
 ) -> (SourceStats, Option<SourceError>) {
     let mut error = None;
     while !stop.load(Ordering::SeqCst) {
@@ -437,7 +459,13 @@ fn capture(
                 shared.record("capture", t.elapsed());
                 shared.captured.fetch_add(1, Ordering::Relaxed);
                 log::trace!("captured frame {}", frame.seq);
-                if frame_tx.send((frame, Instant::now())).is_err() {
+                let item = (frame, Instant::now());
+                let sent = if lossless {
+                    frame_tx.send_waiting(item, stop)
+                } else {
+                    frame_tx.send(item)
+                };
+                if sent.is_err() {
                     log::debug!("inference is gone; capture stops");
                     break;
                 }
@@ -538,12 +566,13 @@ pub fn run(
         .collect();
 
     // Capture thread.
+    let lossless = options.lossless;
     let capture = {
         let shared = shared.clone();
         let stop = stop.clone();
         thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture(source, &frame_tx, &shared, &stop))
+            .spawn(move || capture(source, &frame_tx, &shared, &stop, lossless))
             .map_err(|error| PipelineError::Spawn {
                 thread: "capture",
                 error,
@@ -583,7 +612,11 @@ pub fn run(
                             }
                             let result = Arc::new(result);
                             for lane in &lanes {
-                                if let Err(TrySendError::Full(_)) = lane.tx.try_send(result.clone()) {
+                                if lossless {
+                                    // Blocks while the sink works through its queue; fails only
+                                    // if the sink thread is gone.
+                                    let _ = lane.tx.send(result.clone());
+                                } else if let Err(TrySendError::Full(_)) = lane.tx.try_send(result.clone()) {
                                     lane.drops.fetch_add(1, Ordering::Relaxed);
                                     if let Some(n) = limit_drop.allow() {
                                         log::warn!("sink {} is behind; dropping results ({n} more suppressed)", lane.name);
@@ -760,7 +793,7 @@ mod tests {
             pulled: 0,
             stopped: false,
         };
-        let (stats, error) = capture(Box::new(source), &tx, &shared, &stop);
+        let (stats, error) = capture(Box::new(source), &tx, &shared, &stop, false);
         assert!(error.is_none());
         assert_eq!(
             stats.frames, 1,

@@ -1,5 +1,7 @@
 //! Every subcommand's error, and the process exit codes scripts rely on.
 
+use crate::bag::BagError;
+use crate::sink::record::RecordError;
 use std::path::PathBuf;
 
 use crate::backend::BackendError;
@@ -114,6 +116,24 @@ pub enum CommandError {
     /// The source failed while the node ran (after it had started).
     #[error("the source failed: {0}")]
     SourceFailed(Box<SourceError>),
+    /// The recorder could not start (boxed: the variant is large).
+    #[error(transparent)]
+    Record(Box<RecordError>),
+    /// A bag could not be read or repaired (boxed: the variant is large).
+    #[error(transparent)]
+    Bag(Box<BagError>),
+}
+
+impl From<RecordError> for CommandError {
+    fn from(e: RecordError) -> Self {
+        CommandError::Record(Box::new(e))
+    }
+}
+
+impl From<BagError> for CommandError {
+    fn from(e: BagError) -> Self {
+        CommandError::Bag(Box::new(e))
+    }
 }
 
 impl From<RosError> for CommandError {
@@ -172,6 +192,8 @@ impl CommandError {
             // Mid-run: the cause decides (a camera that vanished: 1; frames that do not fit
             // the calibration: 2).
             CommandError::SourceFailed(e) => bad(e.is_bad_input()),
+            CommandError::Record(e) => bad(e.is_bad_input()),
+            CommandError::Bag(e) => bad(e.is_bad_input()),
             CommandError::Config(_)
             | CommandError::Model(_)
             | CommandError::Image(_)

@@ -9,6 +9,7 @@
 //! | `predict`       | `predict.rs`  |
 //! | `bank build`    | `bank.rs`     |
 //! | `dataset synthetic` | `dataset.rs` |
+//! | `reindex DIR`   | `reindex.rs`  |
 
 pub mod bank;
 pub mod dataset;
@@ -16,6 +17,7 @@ mod error;
 pub mod features;
 pub mod inspect;
 pub mod predict;
+pub mod reindex;
 pub mod run;
 
 pub use error::{exit, CommandError};

@@ -27,7 +27,8 @@ use crate::ros::RosNode;
 use crate::sink::diagnostics::Diagnostics;
 use crate::sink::foxglove::{LiveView, LiveViewSettings};
 use crate::sink::log::HeadLogSink;
-use crate::sink::outputs::{topics, LiveSettings, Message, Outgoing, PublishPlan};
+use crate::sink::outputs::{topics, LiveSettings, Message, Outgoing, OutputBuilder, PublishPlan};
+use crate::sink::record;
 use crate::sink::ros::{RosDiagnostics, RosSink};
 use crate::sink::{MessageTap, Sink};
 use crate::source::ros_image::RosImageSource;
@@ -237,7 +238,11 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         r.points_stride,
         r.points_rgb,
     ));
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // A replay runs on the recording's clock (the stamps of the frames read).
+    let clock: Arc<dyn Clock> = match &config.source {
+        SourceSettings::Mcap(c) => c.clock.clone(),
+        _ => Arc::new(SystemClock),
+    };
 
     // The ROS node, its parameter services and publishers.
     let mut node = if r.enabled {
@@ -262,6 +267,10 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
             config.frame_id.clone().or(calibrated_frame_id),
             stop.clone(),
         )?),
+        (SourceSettings::Mcap(mut c), _) => {
+            c.frame_id = config.frame_id.clone().or(calibrated_frame_id);
+            SourceSettings::Mcap(c).open(frame_id, clock.clone(), stop.clone())?
+        }
         (other, _) => other.open(frame_id, clock.clone(), stop.clone())?,
     };
     let source: Box<dyn FrameSource> = match &calibration {
@@ -330,6 +339,15 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         ("heads".to_string(), heads.names().join(",")),
     ]);
     let diagnostics = Diagnostics::new(&config.ros.node.node_name, statics);
+    let mut record_stats = None;
+    if let Some(settings) = &config.sinks.record {
+        let builder = OutputBuilder::new(&plan, live.clone());
+        let (sink, tap, stats) = record::start(settings, builder, &config.ros.node)?;
+        log::info!("recording to {}", settings.dir.display());
+        sinks.push(Box::new(sink));
+        taps.push(Box::new(tap));
+        record_stats = Some(stats);
+    }
 
     let stage = InferenceStage::new(
         backbone.prepared.as_ref(),
@@ -351,6 +369,12 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
                 return;
             }
             let mut counters = Vec::new();
+            let mut errors = Vec::new();
+            if let Some(r) = &record_stats {
+                counters.push(("record_written", r.written.load(Ordering::Relaxed)));
+                counters.push(("record_dropped", r.dropped.load(Ordering::Relaxed)));
+                errors.extend(r.error());
+            }
             if let Some(node) = &node {
                 let malformed = services.as_ref().map_or(0, |s| s.malformed_requests());
                 counters.push(("rosout_dropped", node.rosout_dropped()));
@@ -363,7 +387,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
             let message = Outgoing {
                 topic: topics::DIAGNOSTICS.into(),
                 stamp: now,
-                message: Message::Diagnostics(diagnostics.message(status, now, &counters, &[])),
+                message: Message::Diagnostics(diagnostics.message(status, now, &counters, &errors)),
             };
             for tap in &taps {
                 tap.offer(&message);

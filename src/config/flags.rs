@@ -31,7 +31,7 @@ pub struct BackboneFlags {
 #[derive(Debug, Clone, Default, Args)]
 pub struct RunFlags {
     /// Frame source: synthetic (default) | v4l2:/dev/videoN (or /dev/v4l/by-id/...) | dir:PATH |
-    /// ros:TOPIC
+    /// ros:TOPIC | mcap:PATH (a rosbag2 directory or .mcap file)
     #[arg(long)]
     pub source: Option<SourceSpec>,
     /// Backbone .onnx file (default: the bundled tiny demo model).
@@ -86,6 +86,18 @@ pub struct RunFlags {
     /// Frames the PCA feature image fits its basis on (default 30).
     #[arg(long)]
     pub pca_fit_frames: Option<usize>,
+    /// Record every output topic and the input frames to this rosbag2 directory (MCAP; it
+    /// must not exist). The `record.*` parameters choose topics, compression and splitting.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+    /// mcap: sources: replay speed relative to the recording (default 1; 0 = as fast as the
+    /// pipeline takes frames, none dropped).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// mcap: sources: the image topic to replay (default: the node's recorded input, else the
+    /// only image topic).
+    #[arg(long, value_name = "TOPIC")]
+    pub replay_topic: Option<String>,
     /// ROS 2 parameter file (repeatable; later files win; `--ros-args -p` wins over all).
     #[arg(long = "params-file", value_name = "FILE")]
     pub params_files: Vec<PathBuf>,

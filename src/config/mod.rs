@@ -156,6 +156,8 @@ pub struct RosConfig {
 pub struct SinksConfig {
     /// Interval of the status line, the head log line and /diagnostics.
     pub status_interval: Duration,
+    /// The recorder (`None`: not recording).
+    pub record: Option<crate::sink::record::RecordSettings>,
     /// Where the Foxglove live view listens (`None`: no live view).
     pub foxglove: Option<SocketAddr>,
 }

@@ -24,6 +24,12 @@ pub const DEFAULT_STATUS_INTERVAL: f64 = 1.0;
 pub const DEFAULT_PCA_FIT_FRAMES: usize = 30;
 /// Default point cloud pixel stride.
 pub const DEFAULT_POINTS_STRIDE: i64 = 4;
+/// Recorder: bytes its queue holds at most (MiB).
+pub const DEFAULT_RECORD_QUEUE_MB: i64 = 256;
+/// Recorder: target uncompressed chunk size (KiB).
+pub const DEFAULT_RECORD_CHUNK_KB: i64 = 1024;
+/// Recorder: a chunk is closed at least this often (seconds): what a kill can lose.
+pub const DEFAULT_RECORD_FLUSH_INTERVAL: f64 = 1.0;
 
 /// Run-time settings of heads exposed as `<head>.<setting>` parameters (range 0..1).
 pub const HEAD_SETTINGS: [(Task, &str, &str); 2] = [
@@ -148,6 +154,18 @@ pub fn declare(flags: &RunFlags) -> Result<ParamTable, ConfigError> {
         ParamSpec::new("qos.reliable_topics", s(""), "comma-separated topics (as listed in the README) published reliable instead of best effort").read_only(),
         ParamSpec::new("status_interval", Double(flags.status_interval.unwrap_or(DEFAULT_STATUS_INTERVAL)), "seconds between status lines and /diagnostics messages").read_only().range(Range::Double { from: 0.05, to: 3600.0 }),
         ParamSpec::new("foxglove.address", s(flags.foxglove.as_deref().unwrap_or("")), "live view: IP:PORT of the Foxglove WebSocket server (empty = off; --foxglove sets 127.0.0.1:8765)").read_only(),
+        ParamSpec::new("record.dir", path_text(flags.record.as_deref()), "rosbag2 directory to record to (MCAP; must not exist; empty = do not record)").read_only(),
+        ParamSpec::new("record.topics", s(""), "comma-separated topics to record, as listed in the README (empty = every topic the node publishes, the input frames and /diagnostics)").read_only(),
+        ParamSpec::new("record.images", s("raw"), "input frames in the recording: raw (sensor_msgs/Image rgb8) | jpeg (CompressedImage) | none").read_only(),
+        ParamSpec::new("record.jpeg_quality", Integer(90), "JPEG quality of record.images:=jpeg").read_only().range(Range::Integer { from: 1, to: 100 }),
+        ParamSpec::new("record.compression", s("zstd"), "MCAP chunk compression: zstd | lz4 | none").read_only(),
+        ParamSpec::new("record.chunk_size_kb", Integer(DEFAULT_RECORD_CHUNK_KB), "target uncompressed MCAP chunk size in KiB").read_only().range(Range::Integer { from: 1, to: 1 << 20 }),
+        ParamSpec::new("record.split_size_mb", Integer(0), "start a new .mcap file after this many MB (0 = never)").read_only().range(Range::Integer { from: 0, to: i64::MAX }),
+        ParamSpec::new("record.split_duration", Double(0.0), "start a new .mcap file after this many seconds (0 = never)").read_only().range(Range::Double { from: 0.0, to: 1e9 }),
+        ParamSpec::new("record.queue_mb", Integer(DEFAULT_RECORD_QUEUE_MB), "MiB the recorder queues before dropping (drops are counted in /diagnostics)").read_only().range(Range::Integer { from: 1, to: 1 << 20 }),
+        ParamSpec::new("record.flush_interval", Double(DEFAULT_RECORD_FLUSH_INTERVAL), "seconds between chunk flushes: the most a kill can lose").read_only().range(Range::Double { from: 0.01, to: 3600.0 }),
+        ParamSpec::new("replay.rate", Double(flags.rate.unwrap_or(1.0)), "mcap: source speed relative to the recording (0 = as fast as the pipeline takes frames, none dropped)").read_only().range(Range::Double { from: 0.0, to: 1000.0 }),
+        ParamSpec::new("replay.topic", s(flags.replay_topic.as_deref().unwrap_or("")), "mcap: source image topic (empty = the node's recorded input, else the only image topic)").read_only(),
         ParamSpec::new("pca_fit_frames", Integer(flags.pca_fit_frames.unwrap_or(DEFAULT_PCA_FIT_FRAMES) as i64), "frames the PCA feature image fits its basis on").read_only().range(Range::Integer { from: 1, to: 100_000 }),
     ]);
     for task in Task::ALL {

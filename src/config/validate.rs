@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::params::{
@@ -15,14 +16,18 @@ use super::{
     BackboneConfig, BackboneFlags, CalibrationConfig, ConfigError, HeadSetting, HeadsSection,
     NodeConfig, ResolvedParams, RosConfig, SinksConfig,
 };
+use crate::bag::writer::{BagOptions, ChunkCompression};
 use crate::heads::loader::HeadsConfig;
 use crate::heads::manifest::Task;
 use crate::model::InputSize;
 use crate::pipeline::PipelineOptions;
 use crate::ros::node::NodeSettings;
 use crate::ros::params::{value_text, ParamError, ParameterValue};
+use crate::sink::outputs::InputImageFormat;
+use crate::sink::record::RecordSettings;
 use crate::source::convert::PixelFormat;
 use crate::source::files::FilesConfig;
+use crate::source::mcap::{McapConfig, ReplayClock};
 use crate::source::synthetic::SyntheticConfig;
 use crate::source::{SourceSettings, SourceSpec};
 
@@ -177,6 +182,13 @@ fn source_settings(v: &Values) -> Result<(SourceSpec, SourceSettings), ConfigErr
                 .into());
         }
         SourceSpec::Ros(topic) => SourceSettings::Ros { topic },
+        SourceSpec::Mcap(path) => SourceSettings::Mcap(McapConfig {
+            path,
+            topic: Some(v.string("replay.topic")).filter(|t| !t.is_empty()),
+            rate: v.double("replay.rate"),
+            frame_id: None,
+            clock: Arc::new(ReplayClock::new()),
+        }),
     };
     Ok((spec, settings))
 }
@@ -274,8 +286,11 @@ pub(super) fn validate(
     let pipeline = PipelineOptions {
         max_frames: Some(v.int("max_frames") as u64).filter(|n| *n > 0),
         status_interval: Some(status_interval),
+        // A recording replayed as fast as it goes is offline processing: nothing dropped.
+        lossless: matches!(&source, SourceSettings::Mcap(c) if c.rate == 0.0),
         ..PipelineOptions::default()
     };
+    let record = record_settings(&v)?;
     let frame_id = Some(v.string("frame_id")).filter(|f| !f.is_empty());
     let foxglove = match v.string("foxglove.address").as_str() {
         "" => None,
@@ -291,9 +306,56 @@ pub(super) fn validate(
         ros,
         sinks: SinksConfig {
             status_interval,
+            record,
             foxglove,
         },
         pipeline,
         params,
     })
+}
+
+/// The `record.*` parameters -> the recorder's settings (`None`: `record.dir` is empty).
+fn record_settings(v: &Values) -> Result<Option<RecordSettings>, ConfigError> {
+    let Some(dir) = v.path("record.dir") else {
+        return Ok(None);
+    };
+    let images = match v.string("record.images").as_str() {
+        "raw" => Some(InputImageFormat::Raw),
+        "jpeg" => Some(InputImageFormat::Jpeg(v.int("record.jpeg_quality") as u8)),
+        "none" => None,
+        other => {
+            return Err(v
+                .invalid(
+                    "record.images",
+                    format!("{other:?}: give raw, jpeg or none"),
+                )
+                .into())
+        }
+    };
+    let compression = v
+        .string("record.compression")
+        .parse::<ChunkCompression>()
+        .map_err(|e| v.invalid("record.compression", e))?;
+    let split_size = Some(v.int("record.split_size_mb") as u64 * 1_000_000).filter(|s| *s > 0);
+    let split_duration = Some((v.double("record.split_duration") * 1e9) as u64).filter(|d| *d > 0);
+    Ok(Some(RecordSettings {
+        dir,
+        topics: v
+            .string("record.topics")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        images,
+        bag: BagOptions {
+            compression,
+            chunk_size: v.int("record.chunk_size_kb") as u64 * 1024,
+            split_size,
+            split_duration,
+            ..BagOptions::default()
+        },
+        queue_bytes: v.int("record.queue_mb") as u64 * (1 << 20),
+        flush_interval: Duration::from_secs_f64(v.double("record.flush_interval")),
+    }))
 }

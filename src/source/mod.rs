@@ -3,11 +3,12 @@
 //! Every source has the same small lifecycle ([`FrameSource`]: start / next frame / stop), hands
 //! out packed RGB8 [`Frame`]s stamped with their capture time on the injected [`Clock`], and
 //! counts what it had to skip. Sources: `synthetic` (seeded scene with ground truth), `dir:PATH`
-//! (image files) and `v4l2:/dev/videoN` (cameras). ROS image topics and MCAP replay arrive later
-//! behind the same trait.
+//! (image files), `v4l2:/dev/videoN` (cameras), `ros:TOPIC` (through the node) and `mcap:PATH`
+//! (a recording replayed).
 
 pub mod convert;
 pub mod files;
+pub mod mcap;
 pub mod pacing;
 pub mod ros_image;
 pub mod synthetic;
@@ -39,6 +40,8 @@ pub enum SourceSettings {
         /// The topic.
         topic: String,
     },
+    /// A recording replayed.
+    Mcap(mcap::McapConfig),
 }
 
 impl SourceSettings {
@@ -64,6 +67,10 @@ impl SourceSettings {
                 v4l2::V4l2Source::new(v4l2::V4l2Config { frame_id, ..c }, clock)?
                     .with_stop_flag(stop),
             ),
+            SourceSettings::Mcap(c) => {
+                let _ = (frame_id, clock);
+                Box::new(mcap::McapSource::open(c, stop)?)
+            }
             SourceSettings::Ros { topic } => {
                 let _ = stop;
                 return Err(SourceError::BadSpec {
@@ -126,6 +133,9 @@ pub enum SourceError {
         /// The error.
         source: std::io::Error,
     },
+    /// A recording to replay cannot be read.
+    #[error(transparent)]
+    Bag(#[from] crate::bag::BagError),
     /// A parameter of the source is out of range.
     #[error("source parameter {name} = {value} is invalid: {reason}")]
     BadParameter {
@@ -141,7 +151,11 @@ pub enum SourceError {
 impl SourceError {
     /// Whether this is the user's input to fix (everything but unexpected I/O).
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, SourceError::Io { .. })
+        match self {
+            SourceError::Io { .. } => false,
+            SourceError::Bag(e) => e.is_bad_input(),
+            _ => true,
+        }
     }
 }
 
@@ -183,6 +197,8 @@ pub enum SourceSpec {
     Dir(PathBuf),
     /// A ROS 2 image topic (`/compressed` suffix: sensor_msgs/CompressedImage).
     Ros(String),
+    /// A recording to replay: a rosbag2 directory or an `.mcap` file.
+    Mcap(PathBuf),
 }
 
 impl fmt::Display for SourceSpec {
@@ -192,6 +208,7 @@ impl fmt::Display for SourceSpec {
             SourceSpec::V4l2(p) => write!(f, "v4l2:{}", p.display()),
             SourceSpec::Dir(p) => write!(f, "dir:{}", p.display()),
             SourceSpec::Ros(t) => write!(f, "ros:{t}"),
+            SourceSpec::Mcap(p) => write!(f, "mcap:{}", p.display()),
         }
     }
 }
@@ -204,7 +221,7 @@ impl std::str::FromStr for SourceSpec {
             spec: s.to_string(),
             reason: reason.to_string(),
         };
-        let accepted = "use synthetic, v4l2:/dev/videoN, dir:PATH or ros:TOPIC";
+        let accepted = "use synthetic, v4l2:/dev/videoN, dir:PATH, ros:TOPIC or mcap:PATH";
         if s == "synthetic" {
             return Ok(SourceSpec::Synthetic);
         }
@@ -216,9 +233,7 @@ impl std::str::FromStr for SourceSpec {
             "v4l2" => Ok(SourceSpec::V4l2(PathBuf::from(rest))),
             "dir" => Ok(SourceSpec::Dir(PathBuf::from(rest))),
             "ros" => Ok(SourceSpec::Ros(rest.to_string())),
-            "mcap" => Err(bad(&format!(
-                "{kind}: sources are not available yet; {accepted}"
-            ))),
+            "mcap" => Ok(SourceSpec::Mcap(PathBuf::from(rest))),
             _ => Err(bad(accepted)),
         }
     }
@@ -246,7 +261,11 @@ mod tests {
             "ros:/camera/image_raw".parse::<SourceSpec>().unwrap(),
             SourceSpec::Ros("/camera/image_raw".into())
         );
-        for bad in ["", "camera", "v4l2:", "usb:/dev/x", "ros:", "mcap:/x"] {
+        assert_eq!(
+            "mcap:/bags/run1".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Mcap("/bags/run1".into())
+        );
+        for bad in ["", "camera", "v4l2:", "usb:/dev/x", "ros:", "mcap:"] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }
     }

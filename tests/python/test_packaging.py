@@ -57,20 +57,6 @@ XSD = ROOT / 'tests' / 'fixtures' / 'ros' / 'package_format3.xsd'
 
 FAKE_SHARE = '/opt/ros/fake/share/dinov3_perception'
 
-TOPICS = [
-    'dinov3/detections',
-    'dinov3/vision_info',
-    'dinov3/segmentation',
-    'dinov3/segmentation/color',
-    'dinov3/depth',
-    'dinov3/points',
-    'dinov3/anomaly/score',
-    'dinov3/anomaly/map',
-    'dinov3/classification',
-    'dinov3/features/pca',
-    'dinov3/camera_info',
-]
-
 # name -> (Python type after yaml.safe_load, default)
 PARAMETERS = {
     'source': (str, 'synthetic'),
@@ -99,6 +85,18 @@ PARAMETERS = {
     'status_interval': (float, 1.0),
     'foxglove.address': (str, ''),
     'pca_fit_frames': (int, 30),
+    'record.dir': (str, ''),
+    'record.topics': (str, ''),
+    'record.images': (str, 'raw'),
+    'record.jpeg_quality': (int, 90),
+    'record.compression': (str, 'zstd'),
+    'record.chunk_size_kb': (int, 1024),
+    'record.split_size_mb': (int, 0),
+    'record.split_duration': (float, 0.0),
+    'record.queue_mb': (int, 256),
+    'record.flush_interval': (float, 1.0),
+    'replay.rate': (float, 1.0),
+    'replay.topic': (str, ''),
 }
 for _head in ('detection', 'segmentation', 'depth', 'classification', 'anomaly', 'pca'):
     PARAMETERS[f'heads.{_head}.enabled'] = (bool, True)
@@ -436,30 +434,22 @@ def test_namespace_goes_to_node(description):
     assert node['name'] == 'dinov3_perception'
 
 
-@pytest.mark.parametrize('namespace, ros_namespace, prefix', [
-    ('', None, ''),
-    ('/', None, ''),
-    ('robot1', None, '/robot1'),
-    ('/robot1', None, '/robot1'),
-    ('robot1/', None, '/robot1'),
-    # Inside a PushRosNamespace('fleet'): a relative namespace goes under it, as launch_ros does.
-    ('robot1', '/fleet', '/fleet/robot1'),
-    ('', '/fleet', '/fleet'),
-    ('/robot1', '/fleet', '/robot1'),
-])
-def test_record_process(description, namespace, ros_namespace, prefix):
-    _, processes = run_opaque(description, ros_namespace=ros_namespace, namespace=namespace,
-                              record='true', record_dir='/data/run1')
-    assert len(processes) == 1
-    cmd = processes[0]['cmd']
-    assert cmd[:7] == ['ros2', 'bag', 'record', '-s', 'mcap', '-o', '/data/run1']
-    assert cmd[7:] == [prefix + '/' + t for t in TOPICS] + ['/diagnostics']
+def test_record_is_the_nodes_own_recorder(description):
+    node, processes = run_opaque(description, namespace='robot1', record='true',
+                                 record_dir='/data/run1')
+    assert processes == []
+    assert node['parameters'][1]['record.dir'] == '/data/run1'
 
 
 def test_record_default_dir(description):
-    _, processes = run_opaque(description, record='True')
-    assert processes[0]['cmd'][5:7] == ['-o', 'dinov3_bag']
-    assert '/dinov3/detections' in processes[0]['cmd']
+    node, processes = run_opaque(description, record='True')
+    assert processes == []
+    assert node['parameters'][1]['record.dir'] == 'dinov3_bag'
+
+
+def test_no_record_sets_no_record_dir(description):
+    node, _ = run_opaque(description)
+    assert 'record.dir' not in node['parameters'][1]
 
 
 # What launch_ros makes of the Node action (see the module docstring for the source).
