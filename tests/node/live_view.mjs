@@ -75,8 +75,8 @@ function finish(reason) {
   for (const t of [...topics.values()].sort((a, b) => a.topic.localeCompare(b.topic))) {
     out.topics[t.topic] = t;
   }
-  process.stdout.write(JSON.stringify(out) + "\n");
-  process.exit(0);
+  // Exit once the summary is flushed: writes to a pipe are asynchronous in Node.
+  process.stdout.write(JSON.stringify(out) + "\n", () => process.exit(0));
 }
 
 function connect(deadline) {
