@@ -9,6 +9,7 @@ fail the tests with the fix.
 Run: .venv/bin/python -m pytest tests/python/test_bag_readers_node.py -q
 """
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from mcap_ros2.writer import Writer as Ros2Writer
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from node_reader import read_bag_with_node  # noqa: E402
+from node_reader import perception_binary, read_bag_with_node  # noqa: E402
 
 SEP = "=" * 80
 IMAGE_MSGDEF = f"""std_msgs/Header header
@@ -134,3 +135,57 @@ def test_reads_a_rosbag2_bag_written_by_rosbags(tmp_path):
     assert topic["schema"] == "sensor_msgs/msg/Image" and topic["schema_error"] is None
     assert topic["count"] == 5 and topic["decode_failures"] == 0, topic["errors"]
     assert [tuple(s) for s in topic["stamps"]] == [stamp(i)[1] for i in range(5)]
+
+
+# The node's own recordings (run --record), read by the Foxglove libraries.
+RECORDED_FRAMES = 6
+RECORDED_PER_FRAME = {
+    "/dinov3/detections": "vision_msgs/msg/Detection2DArray",
+    "/dinov3/segmentation": "sensor_msgs/msg/Image",
+    "/dinov3/segmentation/color": "sensor_msgs/msg/Image",
+    "/dinov3/depth": "sensor_msgs/msg/Image",
+    "/dinov3/points": "sensor_msgs/msg/PointCloud2",
+    "/dinov3/anomaly/map": "sensor_msgs/msg/Image",
+    "/dinov3/classification": "vision_msgs/msg/Classification",
+    "/dinov3/features/pca": "sensor_msgs/msg/Image",
+    "/dinov3/camera_info": "sensor_msgs/msg/CameraInfo",
+}
+
+
+@pytest.mark.parametrize("params", [[], ["record.compression:=lz4", "record.images:=jpeg"]],
+                         ids=["zstd-raw", "lz4-jpeg"])
+def test_reads_the_nodes_own_recording(tmp_path, params):
+    binary = perception_binary()
+    if not binary.is_file():
+        pytest.fail(f"{binary} is missing: build it first (`cargo build` or `cargo test`)")
+    bag = tmp_path / "rec"
+    ros_args = [a for p in params for a in ("-p", p)]
+    done = subprocess.run(
+        [str(binary), "run", "--no-ros", "--max-frames", str(RECORDED_FRAMES), "--fps", "0",
+         "--width", "160", "--height", "120", "--record", str(bag),
+         *(["--ros-args", *ros_args] if ros_args else [])],
+        capture_output=True, text=True, timeout=300, env={"RUST_LOG": "info"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    files = sorted(bag.glob("*.mcap"))
+    assert len(files) == 1, files
+    out = read_bag_with_node(files[0])
+    assert out["reader"] == "indexed", out["indexed_error"]
+    assert out["profile"] == "ros2"
+    topics = out["topics"]
+    jpeg = "record.images:=jpeg" in params
+    inputs = {"/dinov3/input/image/compressed": "sensor_msgs/msg/CompressedImage"} if jpeg \
+        else {"/dinov3/input/image": "sensor_msgs/msg/Image"}
+    for name, schema in {**RECORDED_PER_FRAME, **inputs}.items():
+        t = topics.get(name)
+        assert t is not None, (name, sorted(topics))
+        assert (t["schema"], t["schema_encoding"], t["message_encoding"]) == (schema, "ros2msg", "cdr")
+        assert t["schema_error"] is None, (name, t["schema_error"])
+        assert t["count"] == RECORDED_FRAMES, (name, t["count"])
+        assert t["decode_failures"] == 0 and t["trailing_bytes"] == 0, (name, t["errors"])
+        stamps = [s * 1_000_000_000 + ns for s, ns in t["stamps"]]
+        assert len(stamps) == RECORDED_FRAMES and stamps == sorted(set(stamps)), name
+    frames = topics["/dinov3/detections"]["stamps"]
+    for name in (*RECORDED_PER_FRAME, *inputs):
+        assert topics[name]["stamps"] == frames, f"{name}: not the frames' stamps"
+    for name, t in topics.items():
+        assert t["decode_failures"] == 0, (name, t["errors"])
