@@ -15,7 +15,7 @@
 //!                                      SDK: per-client queue of MESSAGE_BACKLOG, oldest dropped
 //! ```
 //!
-//! Only topics a client subscribed to are built and sent. The SDK never blocks a log call: a
+//! Nothing is built while no client subscribes; only subscribed topics are sent. The SDK never blocks a log call: a
 //! client that reads too slowly loses its oldest queued messages inside the SDK, which does not
 //! count them (it logs "outbox for client ... full", at most every 30 s); what the live view
 //! drops itself is counted in [`LiveViewStats`] (`live_view_dropped` in `/diagnostics`).
