@@ -178,7 +178,8 @@ impl Shared {
     /// Encode and hand one batch to the server (the sender thread).
     fn send(&self, batch: Vec<Outgoing>) {
         for m in batch {
-            let Some(channel) = self.channels.get(&m.topic) else {
+            // A client may have unsubscribed since the batch was queued.
+            let Some(channel) = self.channels.get(&m.topic).filter(|c| c.has_sinks()) else {
                 continue;
             };
             match m.message.encode() {
