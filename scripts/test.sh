@@ -36,5 +36,7 @@ echo "== cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 echo "== cargo test"
 cargo test --all-targets
+echo "== npm ci tests/node (the Foxglove libraries the live view and bag interop tests use)"
+(cd tests/node && npm ci --no-audit --no-fund)
 echo "== pytest tests/python"
 "$VENV/bin/python" -m pytest -q tests/python

@@ -18,6 +18,7 @@ use crate::npz::NpyError;
 use crate::pipeline::{InferenceError, PipelineError};
 use crate::preprocess::PreprocessError;
 use crate::ros::RosError;
+use crate::sink::foxglove::LiveViewError;
 use crate::source::SourceError;
 
 /// Process exit codes: 0 ok, 2 bad input or configuration, 1 anything else.
@@ -110,6 +111,9 @@ pub enum CommandError {
     /// A camera calibration problem.
     #[error(transparent)]
     Calibration(Box<CalibrationError>),
+    /// The live view cannot start (boxed: the variant is large).
+    #[error(transparent)]
+    LiveView(Box<LiveViewError>),
     /// The source failed while the node ran (after it had started).
     #[error("the source failed: {0}")]
     SourceFailed(Box<SourceError>),
@@ -154,6 +158,12 @@ impl From<CalibrationError> for CommandError {
     }
 }
 
+impl From<LiveViewError> for CommandError {
+    fn from(e: LiveViewError) -> Self {
+        CommandError::LiveView(Box::new(e))
+    }
+}
+
 impl From<HeadError> for CommandError {
     fn from(e: HeadError) -> Self {
         CommandError::Head(Box::new(e))
@@ -185,6 +195,7 @@ impl CommandError {
             CommandError::ImageDir(e) => bad(e.is_bad_input()),
             CommandError::Ros(e) => bad(e.is_bad_input()),
             CommandError::Calibration(e) => bad(e.is_bad_input()),
+            CommandError::LiveView(e) => bad(e.is_bad_input()),
             CommandError::Pipeline(e) => bad(e.is_bad_input()),
             CommandError::Inference { error, .. } => bad(error.is_bad_input()),
             CommandError::HeadFailed { error, .. } => bad(error.is_bad_input()),

@@ -25,6 +25,7 @@ use crate::ros::params::{ParamStore, ParameterValue};
 use crate::ros::services::ParameterServices;
 use crate::ros::RosNode;
 use crate::sink::diagnostics::Diagnostics;
+use crate::sink::foxglove::{LiveView, LiveViewSettings};
 use crate::sink::log::HeadLogSink;
 use crate::sink::outputs::{topics, LiveSettings, Message, Outgoing, OutputBuilder, PublishPlan};
 use crate::sink::record;
@@ -314,6 +315,18 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         sinks.push(Box::new(RosSink::new(node, &plan, live.clone())?));
         taps.push(Box::new(RosDiagnostics::new(node)?));
     }
+    // The Foxglove live view (works without ROS): frame results, and /diagnostics as a tap.
+    let live_view = match config.sinks.foxglove {
+        Some(address) => {
+            let settings = LiveViewSettings::new(address);
+            let view = LiveView::start(&settings, &config.ros.node, &plan, live.clone(), &*clock)?;
+            taps.push(Box::new(view.tap()));
+            let stats = view.stats();
+            sinks.push(Box::new(view));
+            Some(stats)
+        }
+        None => None,
+    };
     let statics = BTreeMap::from([
         ("backend".to_string(), backbone.backend.to_string()),
         ("model".to_string(), b.model.display().to_string()),
@@ -366,6 +379,9 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
                 let malformed = services.as_ref().map_or(0, |s| s.malformed_requests());
                 counters.push(("rosout_dropped", node.rosout_dropped()));
                 counters.push(("parameter_requests_malformed", malformed));
+            }
+            if let Some(view) = &live_view {
+                counters.push(("live_view_dropped", view.dropped()));
             }
             let now = status_clock.now();
             let message = Outgoing {

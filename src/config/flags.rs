@@ -104,6 +104,10 @@ pub struct RunFlags {
     /// Do not join the ROS graph (offline processing: no topics, no parameter services).
     #[arg(long)]
     pub no_ros: bool,
+    /// Live view: serve every output topic to the Foxglove app over WebSocket on IP:PORT
+    /// (without a value: 127.0.0.1:8765, loopback only). Works with --no-ros.
+    #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = crate::sink::foxglove::DEFAULT_ADDRESS)]
+    pub foxglove: Option<String>,
 }
 
 /// `NAME=HZ`.

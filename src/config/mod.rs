@@ -17,6 +17,7 @@ pub mod share;
 mod validate;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -157,6 +158,8 @@ pub struct SinksConfig {
     pub status_interval: Duration,
     /// The recorder (`None`: not recording).
     pub record: Option<crate::sink::record::RecordSettings>,
+    /// Where the Foxglove live view listens (`None`: no live view).
+    pub foxglove: Option<SocketAddr>,
 }
 
 /// The declared parameters and their start-up values (for the parameter services).

@@ -153,6 +153,7 @@ pub fn declare(flags: &RunFlags) -> Result<ParamTable, ConfigError> {
         ParamSpec::new("debug_image", Boolean(false), "publish dinov3/debug_image (the frame with detections drawn)"),
         ParamSpec::new("qos.reliable_topics", s(""), "comma-separated topics (as listed in the README) published reliable instead of best effort").read_only(),
         ParamSpec::new("status_interval", Double(flags.status_interval.unwrap_or(DEFAULT_STATUS_INTERVAL)), "seconds between status lines and /diagnostics messages").read_only().range(Range::Double { from: 0.05, to: 3600.0 }),
+        ParamSpec::new("foxglove.address", s(flags.foxglove.as_deref().unwrap_or("")), "live view: IP:PORT of the Foxglove WebSocket server (empty = off; --foxglove sets 127.0.0.1:8765)").read_only(),
         ParamSpec::new("record.dir", path_text(flags.record.as_deref()), "rosbag2 directory to record to (MCAP; must not exist; empty = do not record)").read_only(),
         ParamSpec::new("record.topics", s(""), "comma-separated topics to record, as listed in the README (empty = every topic the node publishes, the input frames and /diagnostics)").read_only(),
         ParamSpec::new("record.images", s("raw"), "input frames in the recording: raw (sensor_msgs/Image rgb8) | jpeg (CompressedImage) | none").read_only(),

@@ -188,3 +188,45 @@ fn live_changes_reach_heads_and_publishing() {
         .unwrap();
     assert!(e.contains("not loaded"), "{e}");
 }
+
+#[test]
+fn the_live_view_is_off_unless_asked_for_and_listens_on_loopback_by_default() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunFlags,
+    }
+    let parse = |args: &[&str]| Cli::try_parse_from([&["run"], args].concat()).unwrap().run;
+    let cfg = resolve_with(&parse(&[]), &[]).unwrap();
+    assert_eq!(cfg.sinks.foxglove, None);
+    let bare = parse(&["--foxglove", "--no-ros"]);
+    assert!(
+        bare.no_ros,
+        "a flag after a bare --foxglove is not its value"
+    );
+    let cfg = resolve_with(&bare, &[]).unwrap();
+    assert_eq!(
+        cfg.sinks.foxglove,
+        Some(crate::sink::foxglove::DEFAULT_ADDRESS.parse().unwrap())
+    );
+    assert!(cfg.sinks.foxglove.unwrap().ip().is_loopback());
+    let cfg = resolve_with(&parse(&["--foxglove", "0.0.0.0:9000"]), &[]).unwrap();
+    assert_eq!(cfg.sinks.foxglove, Some("0.0.0.0:9000".parse().unwrap()));
+    // The parameter beats the flag, as for every other flag.
+    let cfg = resolve_with(
+        &parse(&["--foxglove"]),
+        &[("foxglove.address", "[::1]:8766")],
+    )
+    .unwrap();
+    assert_eq!(cfg.sinks.foxglove, Some("[::1]:8766".parse().unwrap()));
+    for bad in ["localhost:8765", "127.0.0.1", "8765"] {
+        let e = resolve_with(&parse(&["--foxglove", bad]), &[]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("foxglove.address") && text.contains(bad),
+            "{text}"
+        );
+        assert!(text.contains("127.0.0.1:8765"), "{text}");
+    }
+}

@@ -3,6 +3,7 @@
 //! are checked here; every error names the parameter and where its value came from.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,15 @@ pub fn parse_input_size(text: &str) -> Result<InputSize, String> {
     Ok(InputSize {
         height: h.trim().parse().map_err(|_| usage())?,
         width: w.trim().parse().map_err(|_| usage())?,
+    })
+}
+
+/// Parse the live view's `IP:PORT` (an IP address, not a host name: no name lookup at start-up).
+pub fn parse_foxglove_address(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "{text:?} is not IP:PORT: give an IP address and a port, e.g. 127.0.0.1:8765 (this machine only) or 0.0.0.0:8765 (every interface)"
+        )
     })
 }
 
@@ -282,6 +292,10 @@ pub(super) fn validate(
     };
     let record = record_settings(&v)?;
     let frame_id = Some(v.string("frame_id")).filter(|f| !f.is_empty());
+    let foxglove = match v.string("foxglove.address").as_str() {
+        "" => None,
+        text => Some(parse_foxglove_address(text).map_err(|e| v.invalid("foxglove.address", e))?),
+    };
     Ok(NodeConfig {
         source_spec,
         source,
@@ -293,6 +307,7 @@ pub(super) fn validate(
         sinks: SinksConfig {
             status_interval,
             record,
+            foxglove,
         },
         pipeline,
         params,

@@ -5,6 +5,7 @@
 //! | [`log::HeadLogSink`] | `log.rs` | head outputs (and quality against ground truth) as log lines |
 //! | [`ros::RosSink`] | `ros.rs` | every output topic, published on the ROS 2 node |
 //! | [`record::RecordSink`] | `record.rs` | every output topic and the input frames, to a rosbag2 MCAP directory |
+//! | [`foxglove::LiveView`] | `foxglove.rs` | live view: every output topic, the input frames and `/diagnostics` served to the Foxglove app over WebSocket |
 //!
 //! [`outputs`] turns a frame result into the node's output messages (topic, stamp, message)
 //! once, for every sink that sends or writes messages; [`diagnostics`] builds `/diagnostics`,
@@ -18,6 +19,7 @@ use crate::result::FrameResult;
 use outputs::Outgoing;
 
 pub mod diagnostics;
+pub mod foxglove;
 pub mod log;
 pub mod outputs;
 pub mod record;

@@ -83,6 +83,7 @@ PARAMETERS = {
     'debug_image': (bool, False),
     'qos.reliable_topics': (str, ''),
     'status_interval': (float, 1.0),
+    'foxglove.address': (str, ''),
     'pca_fit_frames': (int, 30),
     'record.dir': (str, ''),
     'record.topics': (str, ''),
