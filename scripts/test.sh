@@ -29,9 +29,10 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo build --features humble (ROS 2 Humble: 24-byte GIDs; the interop tests run it)"
 cargo build --quiet --bin dinov3_perception --no-default-features --features humble
-mkdir -p target/humble
-cp target/debug/dinov3_perception target/humble/dinov3_perception
-cargo build --quiet --bin dinov3_perception   # target/debug/ holds the default (Jazzy) build again
+TARGET=${CARGO_TARGET_DIR:-target}
+mkdir -p "$TARGET/humble"
+cp "$TARGET/debug/dinov3_perception" "$TARGET/humble/dinov3_perception"
+cargo build --quiet --bin dinov3_perception   # <target>/debug/ holds the default (Jazzy) build again
 echo "== cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 echo "== cargo test"

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from binaries import perception_binary  # noqa: F401  (re-exported for the tests)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 NODE_DIR = REPO / "tests" / "node"
@@ -62,13 +64,3 @@ def read_bag_with_node(path, timeout: float = 120) -> dict:
     return run_node_script("read_bag.mjs", [Path(path).resolve()], timeout)
 
 
-def perception_binary() -> Path:
-    """The node's debug binary: $DINOV3_PERCEPTION_BINARY, else $CARGO_TARGET_DIR/debug (as
-    cargo builds it), else target/debug."""
-    given = os.environ.get("DINOV3_PERCEPTION_BINARY")
-    if given:
-        return Path(given)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    if not target.is_absolute():
-        target = REPO / target
-    return target / "debug" / "dinov3_perception"

@@ -4,8 +4,7 @@ results per image, duplicates and score ties), scikit-learn (image and pixel AUR
 NumPy (mIoU, pixel accuracy, depth errors), the demo set end to end, and bad input (exit 2, the
 message names the file).
 
-The binary is the debug build `cargo test` leaves in target/debug ($CARGO_TARGET_DIR/debug when
-that is set, or $DINOV3_BIN); a missing binary fails the tests, it does not skip them.
+The binary is the debug build `cargo test` leaves in target/debug (see binaries.py); a missing binary fails the tests, it does not skip them.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from binaries import perception_binary
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,10 +37,7 @@ DEMO = ROOT / "models" / "demo"
 
 
 def binary() -> Path:
-    if os.environ.get("DINOV3_BIN"):
-        return Path(os.environ["DINOV3_BIN"])
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    return target / "debug" / "dinov3_perception"
+    return perception_binary()
 
 
 @pytest.fixture(scope="module")

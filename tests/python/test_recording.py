@@ -10,7 +10,7 @@ replayed by the node.
 * A full disk (a small tmpfs in a user+mount namespace) stops recording cleanly: the node
   keeps running, and what was written stays readable.
 
-The node is the debug build that `cargo test` leaves in target/debug.
+The node is the debug build that `cargo test` leaves (see binaries.py).
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from binaries import perception_binary
+
 REPO = Path(__file__).resolve().parents[2]
-BINARY = Path(os.environ.get("DINOV3_BIN", REPO / "target" / "debug" / "dinov3_perception"))
+BINARY = perception_binary()
 SMALL = ["--width", "160", "--height", "120", "--fps", "0"]
 PER_FRAME = [
     "/dinov3/input/image", "/dinov3/detections", "/dinov3/segmentation",

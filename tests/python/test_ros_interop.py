@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from binaries import humble_binary, perception_binary
 import yaml
 from PIL import Image as PILImage
 
@@ -54,9 +56,9 @@ from cyclonedds.topic import Topic  # noqa: E402
 # The contract (one place to change it)
 # ------------------------------------------------------------------------------------------------
 
-BINARY = REPO / "target" / "debug" / "dinov3_perception"
+BINARY = perception_binary()
 # Built with `--no-default-features --features humble` by scripts/test.sh.
-HUMBLE_BINARY = REPO / "target" / "humble" / "dinov3_perception"
+HUMBLE_BINARY = humble_binary()
 CALIBRATION = REPO / "calibration" / "synthetic_640x480.yaml"
 DEMO = REPO / "models" / "demo"
 
