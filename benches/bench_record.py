@@ -63,7 +63,7 @@ def main() -> None:
           f"Python mcap {peer['mcap_version']}\n")
     print("| run | compression | input frames | ground truth | frames | fps | messages written | dropped "
           "| payload MB/s | bag MB/s | disk MB/s (bag + truth) | compression ratio | CPU ms/frame: all "
-          "| consume (sink thread) | writer thread | payload MB/s / peer writer |")
+          "| consume (sink thread) | rest (writer thread, zstd workers) | payload MB/s / peer writer |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     failed = ours["failures"]
     for r in ours["runs"]:
@@ -83,6 +83,11 @@ def main() -> None:
         print(f"| {w['compression']} | {w['messages']} | {w['payload_bytes'] / 1e6:.1f} | {w['payload_mb_s']:.1f} "
               f"| {q['payload_mb_s']:.1f} | {w['wall_s'] / q['wall_s']:.2f} | {w['cpu_s']:.3f} | {q['cpu_s']:.3f} "
               f"| {w['cpu_s'] / q['cpu_s']:.2f} | {w['bag_bytes'] / 1e6:.1f} / {q['bag_bytes'] / 1e6:.1f} |")
+    print("\n| zstd, `mcap` crate directly, same messages | wall s | CPU s | payload MB/s |")
+    print("|---|---:|---:|---:|")
+    for t in ours["mcap_zstd_threads"]:
+        print(f"| compression_threads({t['compression_threads']}) | {t['wall_s']:.3f} | {t['cpu_s']:.3f} "
+              f"| {t['payload_mb_s']:.1f} |")
     frames = ours["runs"][0]["frames"]
     total = sum(t["bytes"] for t in ours["topics"])
     print("\n| topic (30 Hz zstd bag) | messages | bytes per message | share of payload |")

@@ -16,7 +16,9 @@
 //!   overflow) fed back to back with a 4 GiB byte bound: frames/s until the bag is finished;
 //! - writer only: every message of the paced zstd bag read back into memory, then written with
 //!   `BagWriter` (the recorder's writer thread without the queue and the ground truth), zstd /
-//!   lz4 / none. `benches/record_peer.py` writes the same messages with Python `mcap`.
+//!   lz4 / none. `benches/record_peer.py` writes the same messages with Python `mcap`. Then
+//!   zstd with the `mcap` crate's writer directly, 0 / 1 / 2 compression threads (the crate's
+//!   default, which `BagWriter` keeps, is one per physical core).
 //!
 //! CPU time: `getrusage(RUSAGE_SELF)` (user + system, every thread of the process) from just
 //! before the first `consume` to the return of `close` (the bag finished), minus an idle
@@ -273,6 +275,53 @@ fn writer_run(compression: ChunkCompression, loaded: &Loaded, dir: &Path) -> any
     Ok(report)
 }
 
+/// The `mcap` crate's writer directly (chunk options as `BagWriter` sets them, no metadata) with
+/// `compression_threads` zstd workers: whether the crate's default (one per physical core)
+/// helps with 1 MiB chunks.
+fn mcap_zstd_run(threads: u32, loaded: &Loaded, path: &Path) -> anyhow::Result<Value> {
+    let (specs, messages) = loaded;
+    let payload: u64 = messages.iter().map(|m| m.3.len() as u64).sum();
+    let cpu0 = cpu_seconds(libc::RUSAGE_SELF);
+    let t0 = Instant::now();
+    let mut w = mcap::WriteOptions::new()
+        .profile("ros2")
+        .compression(Some(mcap::Compression::Zstd))
+        .chunk_size(Some(CHUNK_SIZE))
+        .disable_seeking(true)
+        .compression_threads(threads)
+        .create(std::fs::File::create_new(path)?)?;
+    let mut channels = Vec::new();
+    for t in specs {
+        let schema = w.add_schema(&t.ros_type, "ros2msg", t.definition.as_bytes())?;
+        channels.push(w.add_channel(schema, &t.name, "cdr", &BTreeMap::new())?);
+    }
+    let mut sequences = vec![0u32; channels.len()];
+    for (topic, log_time, publish_time, data) in messages {
+        let header = mcap::records::MessageHeader {
+            channel_id: channels[*topic],
+            sequence: sequences[*topic],
+            log_time: *log_time,
+            publish_time: *publish_time,
+        };
+        sequences[*topic] += 1;
+        w.write_to_known_channel(&header, data)?;
+    }
+    w.finish()?;
+    drop(w);
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(libc::RUSAGE_SELF) - cpu0;
+    let bag_bytes = std::fs::metadata(path)?.len();
+    let report = json!({
+        "compression_threads": threads,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "bag_bytes": bag_bytes,
+        "payload_mb_s": payload as f64 / 1e6 / wall,
+    });
+    eprintln!("{report}");
+    Ok(report)
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let Some(out) = args.get(1).map(PathBuf::from) else {
@@ -405,9 +454,16 @@ fn main() -> anyhow::Result<()> {
         writer.push(writer_run(c, &loaded, &dir)?);
         std::fs::remove_dir_all(&dir)?;
     }
+    let mut threads = Vec::new();
+    for n in [0, 1, 2] {
+        let path = out.join(format!("mcap_zstd_threads{n}.mcap"));
+        threads.push(mcap_zstd_run(n, &loaded, &path)?);
+        std::fs::remove_file(&path)?;
+    }
     println!(
         "{}",
         json!({
+            "mcap_zstd_threads": threads,
             "model": model.manifest.variant,
             "heads": names,
             "distinct_frames": DISTINCT_FRAMES,
