@@ -7,7 +7,7 @@ zstd, lz4 and none writes them to a fresh file OUT_DIR/peer_<compression>.mcap w
 `mcap.writer.Writer` (profile ros2, the same schemas, channels and channel metadata, chunk size
 as ours, chunk and data-section CRCs on as in the Rust `mcap` writer), and deletes it. Timed like
 the Rust writer-only rows: wall (`time.perf_counter`) and process CPU (`time.process_time`)
-around `start` ... `finish`. Prints one JSON object.
+around `start` ... `finish`, after `os.sync()`. Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def load(bag: Path):
 
 
 def write(path: Path, compression: CompressionType, chunk_size: int, schemas, channels, messages) -> dict:
+    os.sync()  # as the Rust side: start from no dirty pages
     cpu0, t0 = time.process_time(), time.perf_counter()
     with open(path, "wb") as fh:
         w = Writer(fh, chunk_size=chunk_size, compression=compression, enable_data_crcs=True)

@@ -17,15 +17,16 @@
 //! - writer only: every message of the paced zstd bag read back into memory, then written with
 //!   `BagWriter` (the recorder's writer thread without the queue and the ground truth), zstd /
 //!   lz4 / none. `benches/record_peer.py` writes the same messages with Python `mcap`. Then
-//!   zstd with the `mcap` crate's writer directly, 0 / 1 / 2 compression threads (the crate's
-//!   default, which `BagWriter` keeps, is one per physical core).
+//!   zstd with the `mcap` crate's writer directly, 0 / 1 / 2 / 2 / 1 / 0 compression threads
+//!   (the crate's default, which `BagWriter` keeps, is one per physical core).
 //!
 //! CPU time: `getrusage(RUSAGE_SELF)` (user + system, every thread of the process) from just
 //! before the first `consume` to the return of `close` (the bag finished), minus an idle
 //! baseline measured over 0.5 s of sleep before each run, scaled to the run's wall time (the
 //! inference threads are idle then). `consume` (the sink thread's part: building messages, CDR,
 //! JPEG) is `getrusage(RUSAGE_THREAD)` of the feeding thread; the writer thread's part is the
-//! rest. Bytes: file sizes after `close` (the page cache; nothing is fsynced, as in the node).
+//! rest. Bytes: file sizes after `close` (the page cache; nothing is fsynced, as in the node;
+//! `sync` before each timed run so none pays for the writeback of the one before).
 //! Prints one JSON object on stdout (progress on stderr); `benches/bench_record.py` makes the
 //! table. A paced run with any drop fails the benchmark (exit status 1, after the JSON).
 
@@ -74,6 +75,13 @@ fn cpu_seconds(who: libc::c_int) -> f64 {
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
     tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// Write back every dirty page first, so each timed run starts from the same page-cache state
+/// (otherwise a run pays for the writeback of the one before).
+fn sync() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
 
 /// Process CPU seconds per wall second while this thread sleeps for `d`.
@@ -144,6 +152,7 @@ fn record_run(
     for (r, t) in results.iter_mut().zip(truths) {
         r.frame.ground_truth = if spec.ground_truth { t.clone() } else { None };
     }
+    sync();
     let idle = idle_cpu_rate(Duration::from_millis(500));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let base = clock.now().0;
@@ -250,6 +259,7 @@ fn writer_run(compression: ChunkCompression, loaded: &Loaded, dir: &Path) -> any
         ..BagOptions::default()
     };
     let payload: u64 = messages.iter().map(|m| m.3.len() as u64).sum();
+    sync();
     let cpu0 = cpu_seconds(libc::RUSAGE_SELF);
     let t0 = Instant::now();
     let mut bag = BagWriter::create(dir, specs.clone(), options)?;
@@ -281,6 +291,7 @@ fn writer_run(compression: ChunkCompression, loaded: &Loaded, dir: &Path) -> any
 fn mcap_zstd_run(threads: u32, loaded: &Loaded, path: &Path) -> anyhow::Result<Value> {
     let (specs, messages) = loaded;
     let payload: u64 = messages.iter().map(|m| m.3.len() as u64).sum();
+    sync();
     let cpu0 = cpu_seconds(libc::RUSAGE_SELF);
     let t0 = Instant::now();
     let mut w = mcap::WriteOptions::new()
@@ -455,7 +466,7 @@ fn main() -> anyhow::Result<()> {
         std::fs::remove_dir_all(&dir)?;
     }
     let mut threads = Vec::new();
-    for n in [0, 1, 2] {
+    for n in [0, 1, 2, 2, 1, 0] {
         let path = out.join(format!("mcap_zstd_threads{n}.mcap"));
         threads.push(mcap_zstd_run(n, &loaded, &path)?);
         std::fs::remove_file(&path)?;
