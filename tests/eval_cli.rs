@@ -118,3 +118,76 @@ fn a_mask_of_another_size_names_both_files_and_sizes() {
     ]);
     assert_bad_input(&o, &["pred/masks/a.png", "truth/masks/a.png", "6x8", "8x6"]);
 }
+
+#[test]
+fn running_the_model_over_an_image_folder_scores_what_predict_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pred = dir.path().join("pred");
+    let d = data.display().to_string();
+    let images = data.join("images").display().to_string();
+    let demo = |f: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/demo")
+            .join(f)
+            .display()
+            .to_string()
+    };
+    let o = bin(&[
+        "dataset",
+        "synthetic",
+        "--out",
+        &d,
+        "--scenes",
+        "1",
+        "--frames-per-scene",
+        "3",
+        "--width",
+        "160",
+        "--height",
+        "120",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = bin(&[
+        "predict",
+        "--model",
+        &demo("dinov3_tiny_240x320.onnx"),
+        "--heads",
+        &demo(""),
+        "--images",
+        &images,
+        "--out",
+        &pred.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let via_predict = bin(&[
+        "eval",
+        "--truth",
+        &d,
+        "--predictions",
+        &pred.display().to_string(),
+        "--max-depth",
+        "80",
+    ]);
+    let src = format!("dir:{images}");
+    let via_source = bin(&["eval", "--truth", &d, "--source", &src, "--max-depth", "80"]);
+    assert!(
+        via_source.status.success(),
+        "{}",
+        String::from_utf8_lossy(&via_source.stderr)
+    );
+    let text = String::from_utf8_lossy(&via_source.stdout).into_owned();
+    assert!(text.contains("detection: 3 images"), "{text}");
+    assert!(text.contains("segmentation: mIoU"), "{text}");
+    // The same numbers (predict writes no anomaly maps, so only the "not scored" line differs).
+    let scored = |t: &str| -> String {
+        t.lines()
+            .filter(|l| !l.starts_with("not scored"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        scored(&text),
+        scored(&String::from_utf8_lossy(&via_predict.stdout))
+    );
+}

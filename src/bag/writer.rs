@@ -159,6 +159,9 @@ impl McapFile {
             .library(concat!("dinov3_perception ", env!("CARGO_PKG_VERSION")))
             .compression(options.compression.mcap())
             .chunk_size(Some(options.chunk_size))
+            // zstd on the writer thread itself: with 1 MiB chunks extra compression threads
+            // gain nothing and cost 1.5x on one core (benches/RESULTS.md, recorder section).
+            .compression_threads(0)
             // Chunks are built in memory and written whole: a killed writer never leaves half a
             // chunk that looks complete.
             .disable_seeking(true);
@@ -238,10 +241,7 @@ impl McapFile {
         self.writer
             .write_to_known_channel(&header, data)
             .map_err(|e| BagError::mcap(&self.path, e))?;
-        self.bounds = Some(match self.bounds {
-            None => (log_time, log_time),
-            Some((a, b)) => (a.min(log_time), b.max(log_time)),
-        });
+        self.bounds = Some(widen(self.bounds, log_time));
         self.count += 1;
         Ok(())
     }
@@ -304,6 +304,14 @@ impl std::fmt::Debug for BagWriter {
             .field("dir", &self.dir)
             .field("files", &self.files.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// `bounds` (first, last) widened to include `t`.
+fn widen(bounds: Option<(u64, u64)>, t: u64) -> (u64, u64) {
+    match bounds {
+        None => (t, t),
+        Some((a, b)) => (a.min(t), b.max(t)),
     }
 }
 
@@ -393,10 +401,7 @@ impl BagWriter {
         };
         f.write(topic, log_time, publish_time, data)?;
         self.counts[topic] += 1;
-        self.bounds = Some(match self.bounds {
-            None => (log_time, log_time),
-            Some((a, b)) => (a.min(log_time), b.max(log_time)),
-        });
+        self.bounds = Some(widen(self.bounds, log_time));
         Ok(())
     }
 

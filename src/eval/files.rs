@@ -1,7 +1,8 @@
 //! Reading the per-frame arrays of ground truth and predictions: class-id PNGs, depth `.npy` or
 //! 16-bit PNG, float maps, and small JSON files. Errors name the file.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use super::error::EvalError;
 use crate::npz::read_npy_f32;
@@ -113,4 +114,47 @@ pub fn read_json<T: serde::de::DeserializeOwned>(
         reason: e.to_string(),
     })?;
     serde_json::from_str(&text).map_err(|e| format_err(path, format!("{e}; expected {expected}")))
+}
+
+/// Files of `dir` with one of `extensions`, by stem (a missing directory is empty).
+pub fn list_by_stem(
+    dir: &Path,
+    extensions: &[&str],
+) -> Result<BTreeMap<String, PathBuf>, EvalError> {
+    let mut out = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => {
+            return Err(EvalError::Read {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    for entry in entries {
+        let path = entry
+            .map_err(|e| EvalError::Read {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?
+            .path();
+        let ext_ok = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x)));
+        if let (true, Some(stem)) = (ext_ok, path.file_stem().and_then(|s| s.to_str())) {
+            if let Some(previous) = out.insert(stem.to_string(), path.clone()) {
+                return Err(EvalError::Format {
+                    path: dir.to_path_buf(),
+                    reason: format!(
+                        "{} and {} have the same stem; keep one",
+                        previous.display(),
+                        path.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(out)
 }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::error::EvalError;
-use super::files::{read_class_png, read_json, read_map, Plane};
+use super::files::{list_by_stem, read_class_png, read_json, read_map, Plane};
 use super::frame_prediction::FramePrediction;
 use super::truth::FrameKey;
 
@@ -30,29 +30,6 @@ pub struct PredictionsDir {
     maps: BTreeMap<String, PathBuf>,
     scores: BTreeMap<String, f32>,
     stems: Vec<String>,
-}
-
-fn files_by_stem(dir: &Path, ext: &str) -> Result<BTreeMap<String, PathBuf>, EvalError> {
-    let mut out = BTreeMap::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => {
-            return Err(EvalError::Read {
-                path: dir.to_path_buf(),
-                reason: e.to_string(),
-            })
-        }
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) == Some(ext) {
-            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                out.insert(stem.to_string(), path.clone());
-            }
-        }
-    }
-    Ok(out)
 }
 
 impl PredictionsDir {
@@ -72,9 +49,9 @@ impl PredictionsDir {
         } else {
             BTreeMap::new()
         };
-        let masks = files_by_stem(&dir.join("masks"), "png")?;
-        let depth = files_by_stem(&dir.join("depth"), "npy")?;
-        let maps = files_by_stem(&dir.join("anomaly"), "npy")?;
+        let masks = list_by_stem(&dir.join("masks"), &["png"])?;
+        let depth = list_by_stem(&dir.join("depth"), &["npy"])?;
+        let maps = list_by_stem(&dir.join("anomaly"), &["npy"])?;
         let mut stems: BTreeSet<String> = masks.keys().cloned().collect();
         stems.extend(depth.keys().cloned());
         stems.extend(maps.keys().cloned());

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use super::coco::CocoGroundTruth;
 use super::error::EvalError;
-use super::files::{read_class_png, read_depth, read_json, Plane};
+use super::files::{list_by_stem, read_class_png, read_depth, read_json, Plane};
 use crate::frame::Stamp;
 
 /// How a predicted frame names itself.
@@ -79,46 +79,6 @@ pub fn stem_of(name: &str) -> String {
         .and_then(|s| s.to_str())
         .unwrap_or(name)
         .to_string()
-}
-
-/// Files of `dir` with one of `extensions`, by stem (a missing directory is empty).
-fn list_by_stem(dir: &Path, extensions: &[&str]) -> Result<BTreeMap<String, PathBuf>, EvalError> {
-    let mut out = BTreeMap::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => {
-            return Err(EvalError::Read {
-                path: dir.to_path_buf(),
-                reason: e.to_string(),
-            })
-        }
-    };
-    for entry in entries {
-        let path = entry
-            .map_err(|e| EvalError::Read {
-                path: dir.to_path_buf(),
-                reason: e.to_string(),
-            })?
-            .path();
-        let ext_ok = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x)));
-        if let (true, Some(stem)) = (ext_ok, path.file_stem().and_then(|s| s.to_str())) {
-            if let Some(previous) = out.insert(stem.to_string(), path.clone()) {
-                return Err(EvalError::Format {
-                    path: dir.to_path_buf(),
-                    reason: format!(
-                        "{} and {} have the same stem; keep one",
-                        previous.display(),
-                        path.display()
-                    ),
-                });
-            }
-        }
-    }
-    Ok(out)
 }
 
 impl GroundTruth {

@@ -249,15 +249,8 @@ impl FrameSource for McapSource {
                     self.config.clock.set(stamp);
                     self.seq += 1;
                     self.stats.frames += 1;
-                    return Ok(Some(Frame {
-                        width: img.width,
-                        height: img.height,
-                        rgb: img.rgb,
-                        stamp,
-                        seq: self.seq,
-                        frame_id: self.config.frame_id.clone().unwrap_or(frame_id),
-                        ground_truth: None,
-                    }));
+                    let frame_id = self.config.frame_id.clone().unwrap_or(frame_id);
+                    return Ok(Some(img.into_frame(stamp, self.seq, frame_id)));
                 }
                 Err(e) => {
                     self.stats.skipped += 1;

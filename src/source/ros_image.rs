@@ -32,6 +32,21 @@ pub struct DecodedImage {
     pub rgb: Vec<u8>,
 }
 
+impl DecodedImage {
+    /// The frame these pixels make (no ground truth).
+    pub fn into_frame(self, stamp: Stamp, seq: u64, frame_id: String) -> Frame {
+        Frame {
+            width: self.width,
+            height: self.height,
+            rgb: self.rgb,
+            stamp,
+            seq,
+            frame_id,
+            ground_truth: None,
+        }
+    }
+}
+
 fn check_size(width: u32, height: u32) -> Result<(), String> {
     if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
         return Err(format!(
@@ -329,15 +344,8 @@ impl FrameSource for RosImageSource {
                     self.waiting_since = None;
                     self.stats.frames += 1;
                     self.seq += 1;
-                    return Ok(Some(Frame {
-                        width: img.width,
-                        height: img.height,
-                        rgb: img.rgb,
-                        stamp,
-                        seq: self.seq,
-                        frame_id: self.frame_id.clone().unwrap_or(frame_id),
-                        ground_truth: None,
-                    }));
+                    let frame_id = self.frame_id.clone().unwrap_or(frame_id);
+                    return Ok(Some(img.into_frame(stamp, self.seq, frame_id)));
                 }
             }
         }

@@ -19,6 +19,20 @@ import pytest
 
 from binaries import perception_binary  # noqa: F401  (re-exported for the tests)
 
+# The topics the node publishes once per frame with the demo heads and a calibration (each
+# message has a header stamped with the frame's capture stamp), with their types.
+FRAME_TOPICS = {
+    "/dinov3/detections": "vision_msgs/msg/Detection2DArray",
+    "/dinov3/segmentation": "sensor_msgs/msg/Image",
+    "/dinov3/segmentation/color": "sensor_msgs/msg/Image",
+    "/dinov3/depth": "sensor_msgs/msg/Image",
+    "/dinov3/points": "sensor_msgs/msg/PointCloud2",
+    "/dinov3/anomaly/map": "sensor_msgs/msg/Image",
+    "/dinov3/classification": "vision_msgs/msg/Classification",
+    "/dinov3/features/pca": "sensor_msgs/msg/Image",
+    "/dinov3/camera_info": "sensor_msgs/msg/CameraInfo",
+}
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 NODE_DIR = REPO / "tests" / "node"

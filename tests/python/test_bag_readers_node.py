@@ -21,7 +21,7 @@ from mcap_ros2.writer import Writer as Ros2Writer
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from node_reader import perception_binary, read_bag_with_node  # noqa: E402
+from node_reader import FRAME_TOPICS, perception_binary, read_bag_with_node  # noqa: E402
 
 SEP = "=" * 80
 IMAGE_MSGDEF = f"""std_msgs/Header header
@@ -139,17 +139,7 @@ def test_reads_a_rosbag2_bag_written_by_rosbags(tmp_path):
 
 # The node's own recordings (run --record), read by the Foxglove libraries.
 RECORDED_FRAMES = 6
-RECORDED_PER_FRAME = {
-    "/dinov3/detections": "vision_msgs/msg/Detection2DArray",
-    "/dinov3/segmentation": "sensor_msgs/msg/Image",
-    "/dinov3/segmentation/color": "sensor_msgs/msg/Image",
-    "/dinov3/depth": "sensor_msgs/msg/Image",
-    "/dinov3/points": "sensor_msgs/msg/PointCloud2",
-    "/dinov3/anomaly/map": "sensor_msgs/msg/Image",
-    "/dinov3/classification": "vision_msgs/msg/Classification",
-    "/dinov3/features/pca": "sensor_msgs/msg/Image",
-    "/dinov3/camera_info": "sensor_msgs/msg/CameraInfo",
-}
+RECORDED_PER_FRAME = FRAME_TOPICS
 
 
 @pytest.mark.parametrize("params", [[], ["record.compression:=lz4", "record.images:=jpeg"]],

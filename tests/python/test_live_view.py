@@ -23,7 +23,7 @@ from PIL import Image as PILImage
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from node_reader import perception_binary, start_node_script  # noqa: E402
+from node_reader import FRAME_TOPICS, perception_binary, start_node_script  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480  # the synthetic source's default frame size
 POINT_STRIDE = 4
@@ -31,15 +31,7 @@ FRAMES = 40
 NODE_NAME = "dinov3_perception"
 # Every topic the node offers with the demo heads, the synthetic camera and debug_image on.
 PER_FRAME = {
-    "/dinov3/detections": "vision_msgs/msg/Detection2DArray",
-    "/dinov3/segmentation": "sensor_msgs/msg/Image",
-    "/dinov3/segmentation/color": "sensor_msgs/msg/Image",
-    "/dinov3/depth": "sensor_msgs/msg/Image",
-    "/dinov3/points": "sensor_msgs/msg/PointCloud2",
-    "/dinov3/anomaly/map": "sensor_msgs/msg/Image",
-    "/dinov3/classification": "vision_msgs/msg/Classification",
-    "/dinov3/features/pca": "sensor_msgs/msg/Image",
-    "/dinov3/camera_info": "sensor_msgs/msg/CameraInfo",
+    **FRAME_TOPICS,
     "/dinov3/debug_image": "sensor_msgs/msg/Image",
     "/dinov3/input/image/compressed": "sensor_msgs/msg/CompressedImage",
 }

@@ -34,15 +34,12 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from binaries import perception_binary
+from node_reader import FRAME_TOPICS
 
 REPO = Path(__file__).resolve().parents[2]
 BINARY = perception_binary()
 SMALL = ["--width", "160", "--height", "120", "--fps", "0"]
-PER_FRAME = [
-    "/dinov3/input/image", "/dinov3/detections", "/dinov3/segmentation",
-    "/dinov3/segmentation/color", "/dinov3/depth", "/dinov3/points", "/dinov3/camera_info",
-    "/dinov3/classification", "/dinov3/anomaly/map", "/dinov3/features/pca",
-]
+PER_FRAME = ["/dinov3/input/image", *FRAME_TOPICS]
 
 
 def node(*args, timeout=300, check=True):
