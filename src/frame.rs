@@ -74,6 +74,9 @@ pub struct GroundTruth {
     pub depth: Vec<f32>,
     /// Class names indexed by class id (0 = background).
     pub class_names: Vec<String>,
+    /// Anomalous pixels (255) and normal ones (0), row-major; `None` when the scene draws no
+    /// anomalies (`anomaly_rate` 0). A frame is anomalous when any pixel is.
+    pub anomaly_mask: Option<Vec<u8>>,
 }
 
 /// One ground-truth object box in image pixels.

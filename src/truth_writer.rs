@@ -6,6 +6,8 @@
 //! DIR/masks/<stem>.png        8-bit class id per pixel (0 = ground/sky)
 //! DIR/masks/class_names.json  class names, background first
 //! DIR/depth/<stem>.npy        float32 metres (0 = no depth: sky)
+//! DIR/anomaly/labels.json     {"<stem>": 0 | 1} (scenes that draw anomalies)
+//! DIR/anomaly/masks/<stem>.png  255 = anomalous pixel
 //! ```
 //!
 //! `dataset synthetic` names frames `000001`, ...; the recorder names them by capture stamp in
@@ -71,6 +73,8 @@ pub struct TruthWriter {
     dir: PathBuf,
     class_names: Vec<String>,
     coco: Coco,
+    /// Per stem: whether the frame is anomalous (frames with an anomaly mask).
+    anomaly_labels: std::collections::BTreeMap<String, u8>,
 }
 
 impl std::fmt::Debug for TruthWriter {
@@ -106,6 +110,7 @@ impl TruthWriter {
                     })
                     .collect(),
             },
+            anomaly_labels: Default::default(),
         })
     }
 
@@ -145,6 +150,21 @@ impl TruthWriter {
         let depth_path = self.dir.join("depth").join(format!("{stem}.npy"));
         write_npy_f32(&depth_path, &[height, width], &depth)
             .map_err(|e| write_err(&depth_path, e))?;
+        if let Some(mask) = &gt.anomaly_mask {
+            let d = self.dir.join("anomaly").join("masks");
+            std::fs::create_dir_all(&d).map_err(|e| write_err(&d, e))?;
+            let path = d.join(format!("{stem}.png"));
+            image::save_buffer(
+                &path,
+                mask,
+                width as u32,
+                height as u32,
+                image::ColorType::L8,
+            )
+            .map_err(|e| write_err(&path, e))?;
+            let label = u8::from(mask.iter().any(|&m| m != 0));
+            self.anomaly_labels.insert(stem.to_string(), label);
+        }
         for b in &gt.boxes {
             let (bw, bh) = (b.x1 - b.x0, b.y1 - b.y0);
             self.coco.annotations.push(CocoAnnotation {
@@ -172,6 +192,12 @@ impl TruthWriter {
         let names =
             serde_json::to_string(&self.class_names).map_err(|e| write_err(&names_path, e))?;
         replace(&names_path, names.as_bytes())?;
+        if !self.anomaly_labels.is_empty() {
+            let path = self.dir.join("anomaly").join("labels.json");
+            let text =
+                serde_json::to_string(&self.anomaly_labels).map_err(|e| write_err(&path, e))?;
+            replace(&path, text.as_bytes())?;
+        }
         let ann_path = self.dir.join("annotations.json");
         let text = serde_json::to_string(&self.coco).map_err(|e| write_err(&ann_path, e))?;
         replace(&ann_path, text.as_bytes())

@@ -498,3 +498,61 @@ fn no_objects_and_tiny_images_render() {
     let (rgb, gt) = render(&tiny, &SyntheticCamera::for_image(1, 1), 99).unwrap();
     assert_eq!((rgb.len(), gt.depth.len()), (3, 1));
 }
+
+#[test]
+fn anomalies_are_off_by_default_and_masked_where_drawn() {
+    // Off: no anomaly ground truth, and the pixels are those of a scene without the setting.
+    for f in frames(small(3), 3) {
+        assert!(truth(&f).anomaly_mask.is_none());
+    }
+    let with = |rate| SyntheticConfig {
+        anomaly_rate: rate,
+        ..small(3)
+    };
+    let plain = frames(with(0.0), 12);
+    let all = frames(with(1.0), 12);
+    let mut anomalous_frames = 0;
+    for (p, a) in plain.iter().zip(&all) {
+        let mask = truth(a)
+            .anomaly_mask
+            .as_ref()
+            .expect("a mask when anomalies are drawn");
+        assert_eq!(mask.len(), a.width * a.height);
+        assert!(mask.iter().all(|&m| m == 0 || m == 255));
+        // Anomalous pixels are object pixels, drawn differently; every other pixel is as before.
+        for (i, &m) in mask.iter().enumerate() {
+            let same = p.rgb[i * 3..i * 3 + 3] == a.rgb[i * 3..i * 3 + 3];
+            if m == 0 {
+                assert!(same, "pixel {i} changed outside the anomaly");
+            } else {
+                assert_ne!(truth(a).class_mask[i], 0, "anomaly on the ground at {i}");
+            }
+        }
+        anomalous_frames += usize::from(mask.iter().any(|&m| m != 0));
+        assert_eq!(truth(p).class_mask, truth(a).class_mask);
+    }
+    assert!(
+        anomalous_frames >= 6,
+        "{anomalous_frames} of 12 frames show the anomaly"
+    );
+    // A share of the frames: some anomalous, some not.
+    let half = frames(with(0.5), 24);
+    let n = half
+        .iter()
+        .filter(|f| {
+            truth(f)
+                .anomaly_mask
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|&m| m != 0)
+        })
+        .count();
+    assert!((3..=21).contains(&n), "{n} of 24");
+    assert!(SyntheticConfig {
+        anomaly_rate: 1.5,
+        ..small(3)
+    }
+    .validate()
+    .is_err());
+}

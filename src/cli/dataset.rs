@@ -42,6 +42,10 @@ pub struct SyntheticArgs {
     /// Objects per scene.
     #[arg(long, default_value_t = 6)]
     pub objects: usize,
+    /// Share of frames with an anomalous object (writes anomaly/labels.json and
+    /// anomaly/masks/; 0 = none).
+    #[arg(long, default_value_t = 0.0)]
+    pub anomaly_rate: f64,
 }
 
 /// Write a dataset.
@@ -54,6 +58,7 @@ pub fn run(kind: &DatasetKind) -> Result<(), CommandError> {
             height: a.height,
             seed: a.seed,
             num_objects: a.objects,
+            anomaly_rate: a.anomaly_rate,
             ..SyntheticConfig::default()
         },
         scenes: a.scenes,

@@ -55,6 +55,10 @@ pub struct RunFlags {
     /// Seed of the synthetic scene (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Synthetic scene: share of frames with an anomalous object (ground truth for the anomaly
+    /// head; default 0).
+    #[arg(long)]
+    pub anomaly_rate: Option<f64>,
     /// Loop over the images of a dir: source.
     #[arg(long)]
     pub loop_files: bool,

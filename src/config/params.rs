@@ -140,6 +140,7 @@ pub fn declare(flags: &RunFlags) -> Result<ParamTable, ConfigError> {
         ParamSpec::new("height", Integer(flags.height.unwrap_or(crate::frame::DEFAULT_HEIGHT) as i64), "requested image height (synthetic, v4l2)").read_only().range(Range::Integer { from: 16, to: 16384 }),
         ParamSpec::new("pixel_format", s(&flags.pixel_format.map(|f| f.to_string().to_ascii_lowercase()).unwrap_or_default()), "v4l2 pixel format: yuyv | mjpeg | rgb24 | grey (empty = pick automatically)").read_only(),
         ParamSpec::new("seed", Integer(flags.seed.unwrap_or(0) as i64), "synthetic scene seed").read_only().range(Range::Integer { from: 0, to: i64::MAX }),
+        ParamSpec::new("anomaly_rate", Double(flags.anomaly_rate.unwrap_or(0.0)), "synthetic scene: share of frames with an anomalous object (its pixels are the anomaly ground truth)").read_only().range(Range::Double { from: 0.0, to: 1.0 }),
         ParamSpec::new("loop_files", Boolean(flags.loop_files), "loop over the images of a dir: source").read_only(),
     ];
     specs.extend(backbone_specs(&flags.backbone)?);

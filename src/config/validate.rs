@@ -141,6 +141,7 @@ fn source_settings(v: &Values) -> Result<(SourceSpec, SourceSettings), ConfigErr
                 height,
                 fps: fps.unwrap_or(d.fps),
                 seed: v.int("seed") as u64,
+                anomaly_rate: v.double("anomaly_rate"),
                 ..d
             })
         }

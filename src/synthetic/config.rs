@@ -33,6 +33,10 @@ pub struct SyntheticConfig {
     pub num_objects: usize,
     /// End the stream after this many frames (default: never).
     pub max_frames: Option<u64>,
+    /// Share of frames in which one object wears a foreign checkerboard surface: an anomaly,
+    /// with its pixels as the anomaly mask of the ground truth (default 0: none, and no anomaly
+    /// ground truth).
+    pub anomaly_rate: f64,
 }
 
 impl Default for SyntheticConfig {
@@ -45,6 +49,7 @@ impl Default for SyntheticConfig {
             frame_id: DEFAULT_FRAME_ID.to_string(),
             num_objects: 6,
             max_frames: None,
+            anomaly_rate: 0.0,
         }
     }
 }
@@ -73,6 +78,13 @@ impl SyntheticConfig {
                 "num_objects",
                 self.num_objects,
                 format!("must be at most {MAX_OBJECTS}"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.anomaly_rate) {
+            return Err(bad(
+                "anomaly_rate",
+                self.anomaly_rate,
+                "must be a share of frames between 0 and 1".into(),
             ));
         }
         if self.frame_id.is_empty() {

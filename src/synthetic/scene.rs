@@ -137,8 +137,17 @@ impl SyntheticScene {
         let (w, h) = (self.config.width, self.config.height);
         let n = w * h;
         let mut rgb = vec![0u8; n * 3];
-        let mut truth = TruthBuffers::new(n);
+        let rate = self.config.anomaly_rate;
+        let mut truth = TruthBuffers::new(n, rate > 0.0);
         let placed = self.placed(frame_index);
+        // The object (by scene index) that wears the anomalous surface in this frame, if any.
+        let frame = frame_index as i64;
+        let anomalous_object =
+            (rate > 0.0 && !self.objects.is_empty() && hash2(frame, 1, self.config.seed) < rate)
+                .then(|| {
+                    let pick = hash2(frame, 2, self.config.seed) * self.objects.len() as f64;
+                    (pick as usize).min(self.objects.len() - 1)
+                });
         let shadows: Vec<Shadow> = placed.iter().map(|p| Shadow::new(p, &self.look)).collect();
         let look = &self.look;
         let mut shade = vec![1.0f64; w];
@@ -211,7 +220,15 @@ impl SyntheticScene {
                     if hit.t >= truth.depth(i) {
                         continue;
                     }
-                    let albedo = if hit.band {
+                    let anomalous = anomalous_object == Some(obj.index);
+                    let albedo = if anomalous {
+                        // A surface no normal object has: a fine magenta / green checkerboard.
+                        if ((u / 3) + (v / 3)) % 2 == 0 {
+                            [0.95, 0.05, 0.85]
+                        } else {
+                            [0.1, 0.9, 0.2]
+                        }
+                    } else if hit.band {
                         [0.92, 0.92, 0.88]
                     } else {
                         obj.albedo
@@ -222,7 +239,7 @@ impl SyntheticScene {
                     rgb[i * 3] = to_u8(colour[0]);
                     rgb[i * 3 + 1] = to_u8(colour[1]);
                     rgb[i * 3 + 2] = to_u8(colour[2]);
-                    truth.hit(i, hit.t, obj);
+                    truth.hit(i, hit.t, obj, anomalous);
                 }
             }
         }

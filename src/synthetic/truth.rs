@@ -14,15 +14,19 @@ pub(super) struct TruthBuffers {
     mask: Vec<u8>,
     /// Object index + 1 per pixel (0 = none); MAX_OBJECTS < 255.
     owner: Vec<u8>,
+    /// 255 where the nearest surface is the anomalous one (when the scene draws anomalies).
+    anomaly: Option<Vec<u8>>,
 }
 
 impl TruthBuffers {
     /// `pixels` of sky: infinite depth, background class, no object.
-    pub(super) fn new(pixels: usize) -> Self {
+    /// With `anomalies`, an anomaly mask too (all normal).
+    pub(super) fn new(pixels: usize, anomalies: bool) -> Self {
         TruthBuffers {
             depth: vec![f32::INFINITY; pixels],
             mask: vec![CLASS_GROUND; pixels],
             owner: vec![0u8; pixels],
+            anomaly: anomalies.then(|| vec![0u8; pixels]),
         }
     }
 
@@ -37,10 +41,14 @@ impl TruthBuffers {
     }
 
     /// Object `obj` is the nearest surface at pixel `i`, at depth `t`.
-    pub(super) fn hit(&mut self, i: usize, t: f64, obj: &Placed) {
+    /// Object `obj` is the nearest surface at pixel `i`, `anomalous` or not.
+    pub(super) fn hit(&mut self, i: usize, t: f64, obj: &Placed, anomalous: bool) {
         self.depth[i] = t as f32;
         self.mask[i] = obj.class_id;
         self.owner[i] = obj.index as u8 + 1;
+        if let Some(a) = self.anomaly.as_mut() {
+            a[i] = if anomalous { 255 } else { 0 };
+        }
     }
 
     /// The frame's ground truth, with boxes in the order of `objects`.
@@ -50,6 +58,7 @@ impl TruthBuffers {
             class_mask: self.mask,
             depth: self.depth,
             class_names: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
+            anomaly_mask: self.anomaly,
         }
     }
 }

@@ -69,6 +69,7 @@ PARAMETERS = {
     'height': (int, 480),
     'pixel_format': (str, ''),
     'seed': (int, 0),
+    'anomaly_rate': (float, 0.0),
     'loop_files': (bool, False),
     'backend': (str, 'tract'),
     'threads': (int, 0),

@@ -228,8 +228,9 @@ COCO_TOL = 1e-4  # eval's 12 COCO stats vs pycocotools on the same detections
 def test_closed_loop_run_record_eval_equals_pycocotools_on_the_recorded_detections(tmp_path):
     """run --record on the synthetic scene -> eval --recording; the same numbers as pycocotools
     scoring the detections an independent reader decodes from the bag against the ground truth
-    the recorder wrote beside it. eval --source mcap: (the model run again over the recorded
-    frames) gives the same report."""
+    the recorder wrote beside it, and anomaly AUROC as scikit-learn computes it from the recorded
+    scores and maps. eval --source mcap: (the model run again over the recorded frames) gives
+    the same report."""
     import contextlib
     import io
     import json
@@ -238,11 +239,11 @@ def test_closed_loop_run_record_eval_equals_pycocotools_on_the_recorded_detectio
     from pycocotools.cocoeval import COCOeval
 
     bag = tmp_path / "demo"
-    record(bag, 8)
+    record(bag, 12, "--anomaly-rate", "0.5")
     out = tmp_path / "report"
     node("eval", "--recording", str(bag), "--max-depth", "80", "--out", str(out))
     report = json.loads((out / "report.json").read_text())
-    assert report["frames"] == 8
+    assert report["frames"] == 12
     gt_file = bag / "ground_truth" / "annotations.json"
     gt = json.loads(gt_file.read_text())
     by_stem = {Path(im["file_name"]).stem: im["id"] for im in gt["images"]}
@@ -267,6 +268,27 @@ def test_closed_loop_run_record_eval_equals_pycocotools_on_the_recorded_detectio
         ev.summarize()
     for name, want in zip(STATS, ev.stats):
         assert abs(report["detection"]["stats"][name] - want) <= COCO_TOL, (name, want)
+    # Anomaly: image AUROC of the recorded scores and pixel AUROC of the recorded maps against
+    # the recorder's labels and masks, as scikit-learn computes them.
+    from PIL import Image as PILImage
+    from sklearn.metrics import roc_auc_score
+
+    decoded = read_with_mcap(bag / "demo_0.mcap")
+    maps = decoded["/dinov3/anomaly/map"]
+    scores = [m.data for _, m in decoded["/dinov3/anomaly/score"]]
+    labels = json.loads((bag / "ground_truth" / "anomaly" / "labels.json").read_text())
+    stems = [str(stamp_ns(m.header)) for _, m in maps]
+    y = [labels[s] for s in stems]
+    assert 0 < sum(y) < len(y), y
+    want = roc_auc_score(y, scores)
+    assert abs(report["anomaly"]["image_auroc"] - want) <= 1e-9, (report["anomaly"], want)
+    pixel_truth, pixel_score = [], []
+    for stem, (_, m) in zip(stems, maps):
+        mask = np.asarray(PILImage.open(bag / "ground_truth" / "anomaly" / "masks" / f"{stem}.png"))
+        pixel_truth.append(mask.reshape(-1) > 0)
+        pixel_score.append(np.frombuffer(bytes(m.data), dtype="<f4"))
+    want_px = roc_auc_score(np.concatenate(pixel_truth), np.concatenate(pixel_score))
+    assert abs(report["anomaly"]["pixel_auroc"] - want_px) <= 1e-9, (report["anomaly"], want_px)
     assert 0.0 < report["segmentation"]["miou"] <= 1.0
     assert report["depth"]["abs_rel"] > 0.0
     # The model run again over the recorded frames predicts the same.
@@ -276,3 +298,4 @@ def test_closed_loop_run_record_eval_equals_pycocotools_on_the_recorded_detectio
     assert rerun["detection"]["stats"] == report["detection"]["stats"]
     assert rerun["segmentation"]["miou"] == report["segmentation"]["miou"]
     assert rerun["depth"]["abs_rel"] == report["depth"]["abs_rel"]
+    assert rerun["anomaly"] == report["anomaly"]
