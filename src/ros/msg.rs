@@ -111,6 +111,16 @@ impl Image {
         }
     }
 
+    /// A packed `rgb8` image.
+    pub fn rgb8(header: Header, width: usize, height: usize, data: Vec<u8>) -> Self {
+        Image::from_u8(header, width, height, "rgb8", 3, data)
+    }
+
+    /// A packed `mono8` image.
+    pub fn mono8(header: Header, width: usize, height: usize, data: Vec<u8>) -> Self {
+        Image::from_u8(header, width, height, "mono8", 1, data)
+    }
+
     /// Single-channel float image (`32FC1`, little-endian).
     pub fn from_f32(header: Header, width: usize, height: usize, values: &[f32]) -> Self {
         Image {

@@ -385,14 +385,9 @@ pub fn input_image(
 ) -> Result<Outgoing, String> {
     let h = header(frame);
     let message = match format {
-        InputImageFormat::Raw => Message::Image(Image::from_u8(
-            h,
-            frame.width,
-            frame.height,
-            "rgb8",
-            3,
-            frame.rgb.clone(),
-        )),
+        InputImageFormat::Raw => {
+            Message::Image(Image::rgb8(h, frame.width, frame.height, frame.rgb.clone()))
+        }
         InputImageFormat::Jpeg(quality) => {
             let mut data = Vec::new();
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut data, quality)
@@ -526,30 +521,16 @@ impl OutputBuilder {
                     }
                     if debug {
                         let rgb = draw_detections(frame, dets);
-                        let img =
-                            Image::from_u8(h.clone(), frame.width, frame.height, "rgb8", 3, rgb);
+                        let img = Image::rgb8(h.clone(), frame.width, frame.height, rgb);
                         push(DEBUG_IMAGE, Message::Image(img));
                         drawn = true;
                     }
                 }
                 HeadOutput::Segmentation(map) if self.heads.contains(&Task::Segmentation) => {
-                    let ids = Image::from_u8(
-                        h.clone(),
-                        map.width,
-                        map.height,
-                        "mono8",
-                        1,
-                        map.class_ids.clone(),
-                    );
+                    let (w, hh) = (map.width, map.height);
+                    let ids = Image::mono8(h.clone(), w, hh, map.class_ids.clone());
                     push(SEGMENTATION, Message::Image(ids));
-                    let colour = Image::from_u8(
-                        h.clone(),
-                        map.width,
-                        map.height,
-                        "rgb8",
-                        3,
-                        map.color.clone(),
-                    );
+                    let colour = Image::rgb8(h.clone(), w, hh, map.color.clone());
                     push(SEGMENTATION_COLOR, Message::Image(colour));
                 }
                 HeadOutput::Depth(depth) if self.heads.contains(&Task::Depth) => {
@@ -593,14 +574,7 @@ impl OutputBuilder {
                     push(ANOMALY_MAP, Message::Image(img));
                 }
                 HeadOutput::Pca(img) if self.heads.contains(&Task::Pca) => {
-                    let msg = Image::from_u8(
-                        h.clone(),
-                        img.width,
-                        img.height,
-                        "rgb8",
-                        3,
-                        img.data.clone(),
-                    );
+                    let msg = Image::rgb8(h.clone(), img.width, img.height, img.data.clone());
                     push(PCA, Message::Image(msg));
                 }
                 _ => {}
@@ -608,7 +582,7 @@ impl OutputBuilder {
         }
         if !drawn && debug && !self.heads.contains(&Task::Detection) {
             // No detection head: the debug image is the frame as the backbone saw it.
-            let img = Image::from_u8(h, frame.width, frame.height, "rgb8", 3, frame.rgb.clone());
+            let img = Image::rgb8(h, frame.width, frame.height, frame.rgb.clone());
             push(DEBUG_IMAGE, Message::Image(img));
         }
         (out, errors)
