@@ -42,6 +42,13 @@ fn record(dir: &Path, frames: u32, extra: &[&str]) -> std::process::Output {
     bin(&args)
 }
 
+/// `run --no-ros --source SRC --rate 0` (every frame, as fast as processed) and `extra`.
+fn replay(src: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["run", "--no-ros", "--source", src, "--rate", "0"];
+    args.extend_from_slice(extra);
+    bin(&args)
+}
+
 /// Every message of the bag, strictly read.
 fn read_all(path: &Path) -> Vec<BagMessage> {
     Messages::new(bag_files(path).unwrap())
@@ -132,16 +139,7 @@ fn records_every_topic_of_every_frame_and_replays_deterministically() {
     for name in ["replay1", "replay2"] {
         let out = tmp.path().join(name);
         let src = format!("mcap:{}", bag.display());
-        let o = bin(&[
-            "run",
-            "--no-ros",
-            "--source",
-            &src,
-            "--rate",
-            "0",
-            "--record",
-            &out.display().to_string(),
-        ]);
+        let o = replay(&src, &["--record", &out.display().to_string()]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(stderr(&o).contains("6 processed"), "{}", stderr(&o));
         replays.push(by_topic(&read_all(&out)));
@@ -326,15 +324,7 @@ fn sigkill_leaves_every_complete_chunk_and_reindex_completes_the_bag() {
     assert_eq!(meta.message_count, after.len() as u64);
     assert!(topics(&bag_files(&bag).unwrap()).unwrap().len() > 5);
     // A replay of the reindexed bag works.
-    let o = bin(&[
-        "run",
-        "--no-ros",
-        "--source",
-        &src,
-        "--rate",
-        "0",
-        "--no-heads",
-    ]);
+    let o = replay(&src, &["--no-heads"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -367,11 +357,6 @@ fn bad_input_is_an_error_naming_the_file_and_the_fix() {
         ),
         &["record.topics", "/nope", "/dinov3/detections"],
     );
-    let replay = |src: &str, extra: &[&str]| {
-        let mut a = vec!["run", "--no-ros", "--source", src, "--rate", "0"];
-        a.extend_from_slice(extra);
-        bin(&a)
-    };
     // A bag that is not there.
     let missing = format!("mcap:{}", tmp.path().join("none").display());
     assert_bad_input(&replay(&missing, &[]), &["none", "does not exist"]);
