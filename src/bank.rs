@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::backend::settings::BackendSettings;
 use crate::backend::{BackendError, LoadedBackbone};
 use crate::features::{Features, FeaturesError};
 use crate::heads::anomaly::{
@@ -101,10 +102,8 @@ pub struct BuildBankOptions {
     pub input_size: Option<InputSize>,
     /// How images are fitted to the input.
     pub resize: ResizeMode,
-    /// Backend name.
-    pub backend: String,
-    /// Threads for the backbone and the coreset search (0 = all cores).
-    pub threads: usize,
+    /// Where the backbone runs; its `threads` also run the coreset search (0 = all cores).
+    pub backend: BackendSettings,
     /// Seed of the coreset's start point and random projection.
     pub seed: u64,
     /// Coreset random projection dimension (`None` = exact distances).
@@ -130,8 +129,7 @@ impl BuildBankOptions {
             max_patches: None,
             input_size: None,
             resize: ResizeMode::Stretch,
-            backend: "tract".into(),
-            threads: 0,
+            backend: BackendSettings::tract(0),
             seed: 0,
             projection_dim: Some(DEFAULT_PROJECTION_DIM),
             top_percent: DEFAULT_TOP_PERCENT,
@@ -245,12 +243,7 @@ pub fn build_bank(options: &BuildBankOptions) -> Result<BankSummary, BankError> 
         })?;
     }
 
-    let backbone = LoadedBackbone::load(
-        &options.model,
-        options.input_size,
-        &options.backend,
-        options.threads,
-    )?;
+    let backbone = LoadedBackbone::load(&options.model, options.input_size, &options.backend)?;
     let grid = backbone.grid();
     let LoadedBackbone {
         model,
@@ -330,7 +323,7 @@ pub fn build_bank(options: &BuildBankOptions) -> Result<BankSummary, BankError> 
         let coreset = CoresetOptions {
             seed: options.seed,
             projection_dim: options.projection_dim,
-            threads: options.threads,
+            threads: options.backend.threads,
             start: None,
         };
         let mut last = Instant::now();

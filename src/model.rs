@@ -164,6 +164,34 @@ pub struct Manifest {
     pub parameter_count: u64,
     /// Versions of the tools that exported it.
     pub exporter: BTreeMap<String, String>,
+    /// Set for a quantised model (`export_backbone.py --quantize`): how, and the float model it
+    /// was made from (the parity reference, and the identity its heads were trained on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
+}
+
+/// How a quantised backbone was made from its float model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quantization {
+    /// `int8-dynamic`: per-channel s8 weights of the linear layers, activations quantised per
+    /// tensor at run time (onnxruntime `quantize_dynamic`).
+    pub method: String,
+    /// File name of the float ONNX, in the same directory.
+    pub float_onnx_file: String,
+    /// Its sha256.
+    pub float_onnx_sha256: String,
+}
+
+impl Manifest {
+    /// The weights' identity that heads and banks are checked against: the float model's
+    /// sha256 for a quantised model (heads trained on the float model work on it), else this
+    /// ONNX's.
+    pub fn identity_sha256(&self) -> &str {
+        self.quantization
+            .as_ref()
+            .map_or(&self.onnx_sha256, |q| &q.float_onnx_sha256)
+    }
 }
 
 /// Model input size in pixels.
@@ -763,6 +791,7 @@ mod tests {
             opset: 18,
             parameter_count: 0,
             exporter: BTreeMap::new(),
+            quantization: None,
         }
     }
 

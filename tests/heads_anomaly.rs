@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use dinov3_perception::backend::{BackboneOutputs, OutputTensor};
+use dinov3_perception::backend::{BackboneOutputs, Backend, OutputTensor};
 use dinov3_perception::bank::{build_bank, BankError, BuildBankOptions};
 use dinov3_perception::heads::anomaly::{
     bank_paths, greedy_coreset, l2_normalize_rows, max_cosine, naive_max_cosine, top_percent_mean,
@@ -623,7 +623,7 @@ fn build_bank_from_a_directory() {
     // All patches: a training image then scores ~0 everywhere.
     let mut opts = BuildBankOptions::new(&model, &images, tmp.path().join("out/normal"));
     opts.progress = false;
-    opts.threads = 1;
+    opts.backend.threads = 1;
     let s = build_bank(&opts).unwrap();
     assert_eq!(s.images_used, 3);
     assert_eq!(s.images_skipped(), 1);
@@ -640,7 +640,7 @@ fn build_bank_from_a_directory() {
 
     // Score 001.png through the real backbone: every patch is in the bank.
     let model_file = dinov3_perception::BackboneModel::load(&model).unwrap();
-    let backend = dinov3_perception::backend::backend_by_name("tract", 1).unwrap();
+    let backend = dinov3_perception::backend::tract::TractBackend::new(1);
     let prepared = backend.prepare(&model_file, tiny_size()).unwrap();
     let mut session = prepared.session().unwrap();
     let img = dinov3_perception::image_io::load_rgb(&images.join("001.png")).unwrap();
@@ -672,7 +672,7 @@ fn build_bank_errors() {
     let run = |images: &Path, max: Option<usize>| {
         let mut o = BuildBankOptions::new(&model, images, &out);
         o.progress = false;
-        o.threads = 1;
+        o.backend.threads = 1;
         o.max_patches = max;
         build_bank(&o).unwrap_err()
     };

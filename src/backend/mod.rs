@@ -7,10 +7,21 @@
 //!   buffers, and [`Session::run`] is the hot path.
 //!
 //! Static shapes per prepared model and named outputs are what a TensorRT engine needs too
-//! (one engine per resolution, named device buffers), so a `tensorrt` backend slots in behind the
-//! same traits.
+//! (one engine per resolution, named device buffers): the onnxruntime backend (feature
+//! `onnxruntime`, with CPU, CUDA and TensorRT providers) sits behind the same traits. An
+//! accelerated backend is only used after the start-up parity gate ([`parity`]) found its
+//! outputs equal to tract's; [`LoadedBackbone::load`] decides which backend runs.
 
+pub mod engine_cache;
+mod loaded;
+#[cfg(feature = "onnxruntime")]
+pub mod onnxruntime;
+pub mod parity;
+pub mod settings;
+pub mod tensorrt;
 pub mod tract;
+
+pub use loaded::{describe, BackendStatus, LoadedBackbone, Notify};
 
 use std::sync::Arc;
 
@@ -48,6 +59,15 @@ pub enum BackendError {
         /// Offered shape.
         actual: [usize; 4],
     },
+    /// The accelerated backend's outputs differ from tract's beyond the threshold
+    /// (`on_backend_failure: exit`).
+    #[error("backend {backend} failed the start-up parity gate against tract: {summary}; fix the engine (another precision, TensorRT version or export), or set on_backend_failure:=fallback to run on tract")]
+    ParityFailed {
+        /// Backend name.
+        backend: &'static str,
+        /// The figures and threshold.
+        summary: String,
+    },
     /// Running the model failed.
     #[error("backend {backend} failed to run: {reason}")]
     Run {
@@ -66,6 +86,7 @@ impl BackendError {
             BackendError::Model(_)
                 | BackendError::InputShape { .. }
                 | BackendError::Unavailable { .. }
+                | BackendError::ParityFailed { .. }
         )
     }
 }
@@ -168,9 +189,9 @@ impl BackboneOutputs {
     }
 }
 
-/// An inference backend (tract on CPU, TensorRT on Jetson).
+/// An inference backend (tract on CPU; onnxruntime on CPU, CUDA or TensorRT).
 pub trait Backend: Send + Sync {
-    /// Short name used in configuration and logs (`tract`, `tensorrt`).
+    /// Short name used in configuration and logs (`tract`, `onnxruntime`).
     fn name(&self) -> &'static str;
     /// Whether this backend can run on this machine.
     fn check(&self) -> Result<(), BackendError>;
@@ -198,65 +219,4 @@ pub trait PreparedModel: Send + Sync {
 pub trait Session: Send {
     /// Run one backbone pass.
     fn run(&mut self, input: &InputTensor) -> Result<BackboneOutputs, BackendError>;
-}
-
-/// Available backends, by name.
-pub const BACKEND_NAMES: &[&str] = &["tract", "tensorrt"];
-
-/// Choose a backend by name. `tensorrt` is an error until its runtime layer lands; the caller
-/// may fall back to tract.
-pub fn backend_by_name(name: &str, threads: usize) -> Result<Box<dyn Backend>, BackendError> {
-    match name {
-        "tract" => Ok(Box::new(tract::TractBackend::new(threads))),
-        "tensorrt" => Err(BackendError::Unavailable {
-            backend: "tensorrt",
-            reason: "the TensorRT backend is not part of this build yet; use backend tract".into(),
-        }),
-        other => Err(BackendError::Unavailable {
-            backend: "unknown",
-            reason: format!("no backend named {other:?}; choose one of {BACKEND_NAMES:?}"),
-        }),
-    }
-}
-
-/// A backbone loaded, checked and compiled for one input size: how every command that runs the
-/// backbone starts.
-pub struct LoadedBackbone {
-    /// The model file and its manifest.
-    pub model: BackboneModel,
-    /// The input size it was prepared for.
-    pub size: InputSize,
-    /// The compiled model.
-    pub prepared: Arc<dyn PreparedModel>,
-    /// Name of the backend that prepared it.
-    pub backend: &'static str,
-}
-
-impl LoadedBackbone {
-    /// Load `path` (manifest and sha256 checked), resolve the input size (`input_size` for a
-    /// dynamic model), check the backend named `backend` and prepare the model on it.
-    pub fn load(
-        path: &std::path::Path,
-        input_size: Option<InputSize>,
-        backend: &str,
-        threads: usize,
-    ) -> Result<Self, BackendError> {
-        let model = BackboneModel::load(path)?;
-        let size = model.resolve_size(input_size)?;
-        let backend = backend_by_name(backend, threads)?;
-        backend.check()?;
-        let prepared = backend.prepare(&model, size)?;
-        Ok(Self {
-            model,
-            size,
-            prepared,
-            backend: backend.name(),
-        })
-    }
-
-    /// The patch grid (rows, columns) at the prepared size.
-    pub fn grid(&self) -> (usize, usize) {
-        let p = self.model.manifest.patch_size;
-        (self.size.height / p, self.size.width / p)
-    }
 }

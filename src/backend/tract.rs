@@ -62,6 +62,17 @@ impl Backend for TractBackend {
         size: InputSize,
     ) -> Result<Arc<dyn PreparedModel>, BackendError> {
         model.validate_size(size)?;
+        if let Some(q) = &model.manifest.quantization {
+            return Err(BackendError::Unavailable {
+                backend: NAME,
+                reason: format!(
+                    "{} is a {} quantised model, which runs on backend onnxruntime; tract runs its float model {} (beside it)",
+                    model.onnx_path.display(),
+                    q.method,
+                    q.float_onnx_file
+                ),
+            });
+        }
         let prepare_err = |e: TractError| BackendError::Prepare {
             backend: NAME,
             model: model.onnx_path.display().to_string(),

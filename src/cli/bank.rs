@@ -51,7 +51,6 @@ pub fn run(action: &BankAction) -> Result<(), CommandError> {
     opts.input_size = backbone.input_size;
     opts.resize = backbone.resize;
     opts.backend = backbone.backend;
-    opts.threads = backbone.threads;
     let summary = build_bank(&opts)?;
     log::info!("{}", summary.line());
     Ok(())

@@ -358,7 +358,7 @@ fn pipeline_frames(
         .clone()
         .or_else(|| args.model.is_none().then(bundled_heads));
     let b = BackboneConfig::from_flags(model, &args.backbone)?;
-    let backbone = LoadedBackbone::load(&b.model, b.input_size, &b.backend, b.threads)?;
+    let backbone = LoadedBackbone::load(&b.model, b.input_size, &b.backend)?;
     let heads = load_heads(
         &HeadsConfig {
             dir: heads_dir,

@@ -39,12 +39,7 @@ pub fn run(args: &FeaturesArgs) -> Result<(), CommandError> {
         size,
         prepared,
         ..
-    } = LoadedBackbone::load(
-        &config.model,
-        config.input_size,
-        &config.backend,
-        config.threads,
-    )?;
+    } = LoadedBackbone::load(&config.model, config.input_size, &config.backend)?;
     let mut session = prepared.session()?;
     let prepare_seconds = start.elapsed().as_secs_f64();
 

@@ -58,7 +58,7 @@ fn image_id(path: &Path, index: usize) -> u64 {
 pub fn run(args: &PredictArgs) -> Result<(), CommandError> {
     let b = BackboneConfig::from_flags(args.model.clone(), &args.backbone)?;
     let opts = args;
-    let backbone = LoadedBackbone::load(&b.model, b.input_size, &b.backend, b.threads)?;
+    let backbone = LoadedBackbone::load(&b.model, b.input_size, &b.backend)?;
     let config = HeadsConfig {
         dir: Some(opts.heads.clone()),
         pca: false,

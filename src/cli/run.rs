@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{exit, CommandError};
-use crate::backend::LoadedBackbone;
+use crate::backend::{LoadedBackbone, Notify};
 use crate::calibration::{CameraCalibration, Undistorter};
 use crate::config::{self, live, NodeConfig, NodeEnv, RunFlags};
 use crate::frame::DEFAULT_FRAME_ID;
@@ -204,13 +204,38 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         .or_else(|| calibration.as_ref().map(|c| c.camera_name.clone()))
         .unwrap_or_else(|| DEFAULT_FRAME_ID.into());
 
+    // The ROS node first, so `/diagnostics` can say what a slow start (the first TensorRT
+    // engine build) is doing.
+    let r = &config.ros;
+    let mut node = if r.enabled {
+        Some(RosNode::start(r.node.clone())?)
+    } else {
+        None
+    };
+    let startup_diagnostics = node
+        .as_mut()
+        .map(|n| RosDiagnostics::new(n).map(Arc::new))
+        .transpose()?;
+    let node_name = r.node.node_name.clone();
+    let notify: Notify = Arc::new(move |line: &str| {
+        log::warn!("{line}");
+        if let Some(tap) = &startup_diagnostics {
+            let now = SystemClock.now();
+            tap.offer(&Outgoing {
+                topic: topics::DIAGNOSTICS.to_string(),
+                stamp: now,
+                message: Message::Diagnostics(Diagnostics::starting(&node_name, line, now)),
+            });
+        }
+    });
+
     // Backbone and heads.
     let b = &config.backbone;
     let start = Instant::now();
-    let backbone = LoadedBackbone::load(&b.model, b.input_size, &b.backend, b.threads)?;
+    let backbone = LoadedBackbone::load_notified(&b.model, b.input_size, &b.backend, notify)?;
     log::info!(
         "model {} ({}, input {}) loaded and prepared on {} in {:.2} s",
-        b.model.display(),
+        backbone.model.onnx_path.display(),
         backbone.model.manifest.variant,
         backbone.size,
         backbone.backend,
@@ -231,7 +256,6 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         .into_iter()
         .map(|(_, task, c)| (task, c))
         .collect();
-    let r = &config.ros;
     let live = Arc::new(LiveSettings::new(
         r.debug_image,
         r.points_enabled,
@@ -244,12 +268,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         _ => Arc::new(SystemClock),
     };
 
-    // The ROS node, its parameter services and publishers.
-    let mut node = if r.enabled {
-        Some(RosNode::start(r.node.clone())?)
-    } else {
-        None
-    };
+    // The node's parameter services and publishers.
     let store = Arc::new(ParamStore::new(
         params.table,
         params.values,
@@ -302,7 +321,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         vision_method: format!(
             "DINOv3 {} backbone ({}) + linear detection head",
             backbone.model.manifest.variant,
-            b.model.display()
+            backbone.model.onnx_path.display()
         ),
         vision_database: heads_dir
             .as_deref()
@@ -327,9 +346,11 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         }
         None => None,
     };
-    let statics = BTreeMap::from([
-        ("backend".to_string(), backbone.backend.to_string()),
-        ("model".to_string(), b.model.display().to_string()),
+    let mut statics = BTreeMap::from([
+        (
+            "model".to_string(),
+            backbone.model.onnx_path.display().to_string(),
+        ),
         (
             "model_variant".to_string(),
             backbone.model.manifest.variant.clone(),
@@ -338,7 +359,15 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<PipelineRep
         ("source".to_string(), config.source_spec.to_string()),
         ("heads".to_string(), heads.names().join(",")),
     ]);
-    let diagnostics = Diagnostics::new(&config.ros.node.node_name, statics);
+    statics.extend(backbone.status.diagnostics());
+    let diagnostics = Diagnostics::new(&config.ros.node.node_name, statics).with_warning(
+        backbone.status.fallback.as_ref().map(|_| {
+            format!(
+                "running on tract: {} could not be used",
+                backbone.status.requested
+            )
+        }),
+    );
     let mut record_stats = None;
     if let Some(settings) = &config.sinks.record {
         let builder = OutputBuilder::new(&plan, live.clone());

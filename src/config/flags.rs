@@ -19,12 +19,29 @@ pub struct BackboneFlags {
     /// processor does) or letterbox (keep the aspect ratio and pad).
     #[arg(long)]
     pub resize: Option<String>,
-    /// Inference backend (default tract).
+    /// Inference backend: tract (default) | onnxruntime (needs the `onnxruntime` build
+    /// feature; ONNX Runtime is loaded at run time).
     #[arg(long)]
     pub backend: Option<String>,
     /// Threads for matrix products (default 0 = all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// onnxruntime execution provider: cpu (default) | cuda | tensorrt.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// libonnxruntime.so to load (default: ORT_DYLIB_PATH, then the usual install paths).
+    #[arg(long, value_name = "PATH")]
+    pub onnxruntime_library: Option<PathBuf>,
+    /// TensorRT engine precision: fp16 (default) | fp32.
+    #[arg(long)]
+    pub tensorrt_precision: Option<String>,
+    /// Directory of TensorRT engine and timing caches (default ~/.cache/dinov3_perception/tensorrt).
+    #[arg(long, value_name = "DIR")]
+    pub engine_cache: Option<PathBuf>,
+    /// When the requested backend cannot be used (missing library or provider, failed engine
+    /// build, failed parity gate): fallback (default; run on tract) | exit (exit code 2).
+    #[arg(long)]
+    pub on_backend_failure: Option<String>,
 }
 
 /// The flags of `run` (the node). Parameter files and `--ros-args -p` override them.

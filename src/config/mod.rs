@@ -23,6 +23,7 @@ use std::time::Duration;
 
 pub use flags::{BackboneFlags, RunFlags};
 
+use crate::backend::settings::BackendSettings;
 use crate::heads::loader::HeadsConfig;
 use crate::heads::manifest::Task;
 use crate::model::InputSize;
@@ -87,10 +88,8 @@ pub struct BackboneConfig {
     pub input_size: Option<InputSize>,
     /// How frames are fitted to the input.
     pub resize: ResizeMode,
-    /// Backend name.
-    pub backend: String,
-    /// Threads for matrix products (0 = all cores).
-    pub threads: usize,
+    /// Where and how it runs.
+    pub backend: BackendSettings,
 }
 
 impl BackboneConfig {

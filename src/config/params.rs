@@ -6,6 +6,9 @@ use std::path::Path;
 
 use super::flags::{BackboneFlags, RunFlags};
 use super::ConfigError;
+use crate::backend::settings::{
+    BackendKind, OnBackendFailure, Provider, TensorRtPrecision, DEFAULT_PARITY,
+};
 use crate::heads::manifest::Task;
 use crate::heads::HeadControl;
 use crate::preprocess::ResizeMode;
@@ -14,6 +17,12 @@ use crate::source::SourceSpec;
 
 /// Default backend.
 pub const DEFAULT_BACKEND: &str = "tract";
+/// Default onnxruntime execution provider.
+pub const DEFAULT_PROVIDER: &str = "cpu";
+/// Default TensorRT engine precision (what Jetson deployments use).
+pub const DEFAULT_TENSORRT_PRECISION: &str = "fp16";
+/// Default reaction to an unusable accelerated backend.
+pub const DEFAULT_ON_BACKEND_FAILURE: &str = "fallback";
 /// Default matrix-product threads (0 = all cores).
 pub const DEFAULT_THREADS: usize = 0;
 /// Default resize mode name.
@@ -77,19 +86,83 @@ fn head_of(what: &str, name: &str) -> Result<Task, ConfigError> {
     })
 }
 
+/// Check a flag's value with the parser its parameter is validated with.
+fn check_flag<T: std::str::FromStr<Err = String>>(
+    flag: &str,
+    value: Option<&str>,
+) -> Result<(), ConfigError> {
+    match value {
+        Some(text) => text.parse::<T>().map(|_| ()).map_err(|e| usage(flag, e)),
+        None => Ok(()),
+    }
+}
+
 /// The backbone's declared parameters with the flags' values as defaults.
-fn backbone_specs(b: &BackboneFlags) -> Result<Vec<ParamSpec>, ConfigError> {
+pub(super) fn backbone_specs(b: &BackboneFlags) -> Result<Vec<ParamSpec>, ConfigError> {
     use ParameterValue::*;
     if let Some(text) = &b.resize {
         parse_resize(text).map_err(|e| usage("--resize", e))?;
     }
+    check_flag::<BackendKind>("--backend", b.backend.as_deref())?;
+    check_flag::<Provider>("--provider", b.provider.as_deref())?;
+    check_flag::<TensorRtPrecision>("--tensorrt-precision", b.tensorrt_precision.as_deref())?;
+    check_flag::<OnBackendFailure>("--on-backend-failure", b.on_backend_failure.as_deref())?;
+    let cosine = |name: &str, default: f64, what: &str| {
+        ParamSpec::new(
+            name,
+            Double(default),
+            &format!("parity gate: minimum cosine to tract of {what}"),
+        )
+        .read_only()
+        .range(Range::Double { from: 0.0, to: 1.0 })
+    };
     Ok(vec![
         ParamSpec::new(
             "backend",
             s(b.backend.as_deref().unwrap_or(DEFAULT_BACKEND)),
-            "inference backend (tract)",
+            "inference backend: tract | onnxruntime (build feature onnxruntime; ONNX Runtime loaded at run time)",
         )
         .read_only(),
+        ParamSpec::new(
+            "onnxruntime.library",
+            path_text(b.onnxruntime_library.as_deref()),
+            "libonnxruntime.so to load ('' = ORT_DYLIB_PATH, then the usual install paths)",
+        )
+        .read_only(),
+        ParamSpec::new(
+            "onnxruntime.provider",
+            s(b.provider.as_deref().unwrap_or(DEFAULT_PROVIDER)),
+            "onnxruntime execution provider: cpu | cuda | tensorrt (whole graph, no CPU fallback)",
+        )
+        .read_only(),
+        ParamSpec::new(
+            "onnxruntime.device_id",
+            Integer(0),
+            "GPU index for the cuda and tensorrt providers",
+        )
+        .read_only()
+        .range(Range::Integer { from: 0, to: 64 }),
+        ParamSpec::new(
+            "tensorrt.precision",
+            s(b.tensorrt_precision.as_deref().unwrap_or(DEFAULT_TENSORRT_PRECISION)),
+            "TensorRT engine precision: fp16 | fp32",
+        )
+        .read_only(),
+        ParamSpec::new(
+            "tensorrt.cache_dir",
+            path_text(b.engine_cache.as_deref()),
+            "TensorRT engine and timing caches ('' = $XDG_CACHE_HOME or ~/.cache, then dinov3_perception/tensorrt)",
+        )
+        .read_only(),
+        ParamSpec::new(
+            "on_backend_failure",
+            s(b.on_backend_failure.as_deref().unwrap_or(DEFAULT_ON_BACKEND_FAILURE)),
+            "when the requested backend cannot be used (library, provider, engine build, parity gate): fallback (run on tract) | exit (code 2)",
+        )
+        .read_only(),
+        cosine("parity.min_cosine_fp32", DEFAULT_PARITY.fp32, "fp32 engines"),
+        cosine("parity.min_cosine_fp16", DEFAULT_PARITY.fp16, "TensorRT fp16 engines"),
+        cosine("parity.min_cosine_int8", DEFAULT_PARITY.int8, "int8-dynamic models (against the float model)"),
         ParamSpec::new(
             "threads",
             Integer(b.threads.unwrap_or(DEFAULT_THREADS) as i64),

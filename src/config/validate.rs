@@ -8,13 +8,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::params::{
-    parse_resize, DEFAULT_BACKEND, DEFAULT_RESIZE, DEFAULT_THREADS, HEAD_SETTINGS,
-};
+use super::params::{backbone_specs, parse_resize, DEFAULT_RESIZE, HEAD_SETTINGS};
 use super::share::{bundled_heads, bundled_model};
 use super::{
     BackboneConfig, BackboneFlags, CalibrationConfig, ConfigError, HeadSetting, HeadsSection,
     NodeConfig, ResolvedParams, RosConfig, SinksConfig,
+};
+use crate::backend::settings::{
+    default_engine_cache_dir, BackendKind, BackendSettings, OnBackendFailure, OnnxRuntimeSettings,
+    ParityThresholds, Provider, TensorRtPrecision, TensorRtSettings,
 };
 use crate::bag::writer::{BagOptions, ChunkCompression};
 use crate::heads::loader::HeadsConfig;
@@ -68,11 +70,54 @@ pub(super) fn backbone_from_flags(
             .map_err(|e| usage("--input-size", e))?,
         resize: parse_resize(flags.resize.as_deref().unwrap_or(DEFAULT_RESIZE))
             .map_err(|e| usage("--resize", e))?,
-        backend: flags
-            .backend
-            .clone()
-            .unwrap_or_else(|| DEFAULT_BACKEND.into()),
-        threads: flags.threads.unwrap_or(DEFAULT_THREADS),
+        backend: {
+            // The same parameters as the node's, with the flags as their values: one reading.
+            let values: BTreeMap<String, ParameterValue> = backbone_specs(flags)?
+                .into_iter()
+                .map(|spec| (spec.name, spec.default))
+                .collect();
+            backend_settings(&Values(&values))?
+        },
+    })
+}
+
+/// The `backend`, `threads`, `onnxruntime.*`, `tensorrt.*`, `on_backend_failure` and
+/// `parity.*` parameters -> [`BackendSettings`].
+fn backend_settings(v: &Values) -> Result<BackendSettings, ConfigError> {
+    let parse = |name: &str| v.string(name);
+    let kind: BackendKind = parse("backend")
+        .parse()
+        .map_err(|e: String| v.invalid("backend", e))?;
+    let provider: Provider = parse("onnxruntime.provider")
+        .parse()
+        .map_err(|e: String| v.invalid("onnxruntime.provider", e))?;
+    let precision: TensorRtPrecision = parse("tensorrt.precision")
+        .parse()
+        .map_err(|e: String| v.invalid("tensorrt.precision", e))?;
+    let on_failure: OnBackendFailure = parse("on_backend_failure")
+        .parse()
+        .map_err(|e: String| v.invalid("on_backend_failure", e))?;
+    Ok(BackendSettings {
+        kind,
+        threads: v.int("threads") as usize,
+        onnxruntime: OnnxRuntimeSettings {
+            library: v.path("onnxruntime.library"),
+            provider,
+            device_id: v.int("onnxruntime.device_id") as u32,
+            heads: false,
+        },
+        tensorrt: TensorRtSettings {
+            precision,
+            cache_dir: v
+                .path("tensorrt.cache_dir")
+                .unwrap_or_else(default_engine_cache_dir),
+        },
+        parity: ParityThresholds {
+            fp32: v.double("parity.min_cosine_fp32"),
+            fp16: v.double("parity.min_cosine_fp16"),
+            int8: v.double("parity.min_cosine_int8"),
+        },
+        on_failure,
     })
 }
 
@@ -212,8 +257,7 @@ pub(super) fn validate(
             text => Some(parse_input_size(text).map_err(|e| v.invalid("input_size", e))?),
         },
         resize: parse_resize(&v.string("resize")).map_err(|e| v.invalid("resize", e))?,
-        backend: v.string("backend"),
-        threads: v.int("threads") as usize,
+        backend: backend_settings(&v)?,
     };
 
     let enabled: BTreeMap<Task, bool> = Task::ALL

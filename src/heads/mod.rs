@@ -500,11 +500,11 @@ pub fn check_backbone(
             );
         }
     }
-    if reference.onnx_sha256 != manifest.onnx_sha256 {
+    if reference.onnx_sha256 != manifest.identity_sha256() {
         return mismatch(
             "the backbone sha256",
             short_sha(&reference.onnx_sha256),
-            short_sha(&manifest.onnx_sha256),
+            short_sha(manifest.identity_sha256()),
             retrain,
         );
     }

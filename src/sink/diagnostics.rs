@@ -16,6 +16,7 @@ pub const DIAG_SOURCE_SKIPPED: &str = "source_skipped";
 pub struct Diagnostics {
     name: String,
     static_values: Vec<KeyValue>,
+    warning: Option<String>,
 }
 
 impl Diagnostics {
@@ -28,6 +29,32 @@ impl Diagnostics {
                 .into_iter()
                 .map(|(key, value)| KeyValue { key, value })
                 .collect(),
+            warning: None,
+        }
+    }
+
+    /// With a condition that lasts the whole run (the node fell back from the backend it was
+    /// asked for): an otherwise OK status is WARN and says so.
+    pub fn with_warning(mut self, warning: Option<String>) -> Self {
+        self.warning = warning;
+        self
+    }
+
+    /// A WARN status sent before the pipeline runs, while a slow start-up step (the first
+    /// TensorRT engine build) is under way.
+    pub fn starting(node_name: &str, line: &str, now: Stamp) -> DiagnosticArray {
+        DiagnosticArray {
+            header: Header {
+                stamp: Time::from(now),
+                frame_id: String::new(),
+            },
+            status: vec![DiagnosticStatus {
+                level: diagnostic_level::WARN,
+                name: format!("{node_name}: pipeline"),
+                message: format!("starting: {line}"),
+                hardware_id: "dinov3_perception".into(),
+                values: Vec::new(),
+            }],
         }
     }
 
@@ -75,6 +102,14 @@ impl Diagnostics {
             (
                 diagnostic_level::WARN,
                 "no frame in the last interval".to_string(),
+            )
+        } else if let Some(warning) = &self.warning {
+            (
+                diagnostic_level::WARN,
+                format!(
+                    "{:.1} fps, {} dropped; {warning}",
+                    status.fps, status.dropped
+                ),
             )
         } else {
             (

@@ -372,13 +372,13 @@ pub fn check_bank_backbone(
     }
     if !reference
         .onnx_sha256
-        .eq_ignore_ascii_case(&manifest.onnx_sha256)
+        .eq_ignore_ascii_case(manifest.identity_sha256())
     {
         let short = |s: &str| s.chars().take(12).collect::<String>();
         return mismatch(
             "the backbone sha256",
             short(&reference.onnx_sha256),
-            short(&manifest.onnx_sha256),
+            short(manifest.identity_sha256()),
         );
     }
     Ok(())

@@ -40,7 +40,7 @@ impl MemoryBank {
             hidden_size: manifest.hidden_size,
             patch_size: manifest.patch_size,
             grid: [grid.0, grid.1],
-            onnx_sha256: manifest.onnx_sha256.clone(),
+            onnx_sha256: manifest.identity_sha256().to_string(),
         }
     }
 
