@@ -1,4 +1,9 @@
-//! tract vs PyTorch on the committed architecture-exact tiny DINOv3 fixtures.
+//! tract (and, with the `onnxruntime` feature, our onnxruntime backend on its CPU provider) vs
+//! PyTorch on the committed architecture-exact tiny DINOv3 fixtures.
+//!
+//! The onnxruntime tests load the library the way the node does (`ORT_DYLIB_PATH`, then the
+//! usual install paths); `scripts/test.sh` points `ORT_DYLIB_PATH` at the test venv's
+//! `onnxruntime` wheel. Without a library they fail, naming every place tried.
 //!
 //! The references were written by `models/export_backbone.py --reference` from the same weights
 //! in PyTorch eager fp32 (see tests/fixtures/regen.sh). Tolerances are the named constants of
@@ -22,6 +27,10 @@ use dinov3_perception::tolerance::{
 use dinov3_perception::{BackboneModel, Features, InputSize};
 
 fn check_parity(model_path: &Path, reference: &Path, threads: usize) {
+    check_parity_on(&TractBackend::new(threads), model_path, reference);
+}
+
+fn check_parity_on(backend: &dyn Backend, model_path: &Path, reference: &Path) {
     let model = BackboneModel::load(model_path).expect("fixture model loads");
     let (shape, data) = npy(&reference.join("input.npy"));
     assert_eq!(shape.len(), 4);
@@ -29,9 +38,9 @@ fn check_parity(model_path: &Path, reference: &Path, threads: usize) {
         height: shape[2],
         width: shape[3],
     };
-    let prepared = TractBackend::new(threads)
-        .prepare(&model, size)
-        .expect("prepare");
+    backend.check().expect("backend available");
+    let prepared = backend.prepare(&model, size).expect("prepare");
+    assert_eq!(prepared.backend_name(), backend.name());
     let mut session = prepared.session().expect("session");
     let input = InputTensor {
         shape: [shape[0], shape[1], shape[2], shape[3]],
@@ -52,8 +61,9 @@ fn check_parity(model_path: &Path, reference: &Path, threads: usize) {
         let cmp = compare(actual.data(), &expected).expect("same length");
         let cos = mean_row_cosine(actual.data(), &expected, c).expect("rows");
         eprintln!(
-            "{} {name}: {cmp}; mean cosine {cos:.9}",
-            model_path.display()
+            "{} on {}: {name}: {cmp}; mean cosine {cos:.9}",
+            model_path.display(),
+            backend.name()
         );
         assert_eq!(cmp.non_finite, 0, "{name}: {cmp}");
         assert!(
@@ -124,4 +134,60 @@ fn views_slice_the_outputs_without_copying() {
         assert!(f.layer(*layer).is_some());
     }
     assert!(f.layer(99).is_none());
+}
+
+#[cfg(feature = "onnxruntime")]
+mod onnxruntime {
+    use super::*;
+    use dinov3_perception::backend::onnxruntime::OnnxRuntimeBackend;
+    use dinov3_perception::backend::settings::{BackendSettings, Provider};
+    use std::sync::Arc;
+
+    fn ort(threads: usize) -> OnnxRuntimeBackend {
+        let s = BackendSettings::tract(threads);
+        OnnxRuntimeBackend::new(s.onnxruntime, s.tensorrt, threads, Arc::new(|_: &str| {}))
+    }
+
+    #[test]
+    fn fixed_size_fixture_matches_pytorch_on_onnxruntime() {
+        for threads in [1, 2] {
+            check_parity_on(
+                &ort(threads),
+                &fixture("tiny/dinov3_tiny.onnx"),
+                &fixture("tiny/reference"),
+            );
+        }
+    }
+
+    #[test]
+    fn dynamic_fixture_matches_pytorch_at_two_sizes_on_onnxruntime() {
+        let model = fixture("tiny_dynamic/dinov3_tiny_dynamic.onnx");
+        check_parity_on(&ort(2), &model, &fixture("tiny_dynamic/reference_64x96"));
+        check_parity_on(&ort(2), &model, &fixture("tiny_dynamic/reference_80x48"));
+    }
+
+    #[test]
+    fn gpu_providers_missing_from_the_cpu_library_are_named_with_the_fix() {
+        let model = BackboneModel::load(&fixture("tiny/dinov3_tiny.onnx")).unwrap();
+        let size = model.fixed_input_size().unwrap();
+        for (provider, fix) in [
+            (Provider::Cuda, "onnxruntime-gpu"),
+            (Provider::TensorRt, "--use_tensorrt"),
+        ] {
+            let mut s = BackendSettings::tract(1);
+            s.onnxruntime.provider = provider;
+            let backend =
+                OnnxRuntimeBackend::new(s.onnxruntime, s.tensorrt, 1, Arc::new(|_: &str| {}));
+            let e = backend.check().unwrap_err();
+            let text = e.to_string();
+            assert!(e.is_bad_input(), "{text}");
+            assert!(
+                text.contains(&format!("the {provider} execution provider is missing"))
+                    && text.contains("CPUExecutionProvider")
+                    && text.contains(fix),
+                "{text}"
+            );
+            assert!(backend.prepare(&model, size).is_err());
+        }
+    }
 }
