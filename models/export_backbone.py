@@ -31,13 +31,20 @@ size is fixed (``--height``/``--width``, multiples of 16, default 224). ``--dyna
 symbolic (input dims named ``height`` and ``width``; the patch-count dim of the outputs is left
 unset; ``value_info`` is stripped); the RoPE patch coordinates are then computed inside the graph
 and q/k are split at the constant prefix 1 + 4 instead of transformers' data-dependent split.
-After export the script fails if the graph contains any ``If`` node, embeds all weights in the
-single ``.onnx`` file, writes ``<out>.json`` (the manifest) and checks the ONNX model against
+After export the script fails if the graph could not run whole on TensorRT (any ``If`` node, a
+default-domain opset below 17, or a non-static input or output dimension of a fixed-size export),
+embeds all weights in the single ``.onnx`` file, writes ``<out>.json`` (the manifest) and checks the ONNX model against
 PyTorch with onnxruntime (at two input sizes when ``--dynamic``).
 
 ``--reference SPEC`` (repeatable) writes a seeded random input and PyTorch's eager fp32 outputs as
 ``.npy`` files: SPEC is ``DIR`` (at the export size) or ``HxW:DIR`` (at another size; only with
 ``--dynamic``).
+
+``--quantize int8-dynamic`` also writes ``<out>_int8.onnx`` and its manifest: the linear layers
+with per-channel s8 weights and activations quantised at run time (onnxruntime
+``quantize_dynamic``, ``MatMulInteger``); attention products stay float. Its manifest's
+``quantization`` names the float model, which stays the parity reference (tract runs it) and the
+identity its heads are checked against. The node runs it with ``--backend onnxruntime``.
 
 Examples::
 
@@ -66,6 +73,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime
 import torch
 import transformers
 from torch import nn
@@ -515,6 +523,59 @@ def count_if_nodes(model: onnx.ModelProto) -> int:
     return sum(1 for n in iter_nodes(model) if n.op_type == "If")
 
 
+#: Lowest default-domain opset whose LayerNormalization TensorRT takes as one layer (FP16
+#: LayerNorm built from primitive ops overflows).
+MIN_TENSORRT_OPSET = 17
+
+
+def tensorrt_problems(model: onnx.ModelProto, dynamic: bool) -> list[str]:
+    """Why TensorRT could not take the whole graph: ``If`` nodes, an opset below 17, and (for a
+    fixed-size export) any graph input or output dimension that is not a fixed number."""
+    problems = []
+    ifs = count_if_nodes(model)
+    if ifs:
+        problems.append(f"the graph contains {ifs} If node(s)")
+    opsets = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not opsets or max(opsets) < MIN_TENSORRT_OPSET:
+        problems.append(f"default-domain opset {opsets} is below {MIN_TENSORRT_OPSET}")
+    if not dynamic:
+        for value in [*model.graph.input, *model.graph.output]:
+            dims = value.type.tensor_type.shape.dim
+            if not dims or any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims):
+                shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+                problems.append(f"{value.name} has a non-static shape {shape}")
+    return problems
+
+
+def quantize_int8_dynamic(float_path: Path, out: Path) -> None:
+    """onnxruntime's dynamic quantisation of the linear layers: per-channel s8 weights, u8
+    activations quantised per tensor at run time (MatMulInteger); activation x activation
+    products (attention) stay float."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(float_path),
+        str(out),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        extra_options={"MatMulConstBOnly": True},
+    )
+
+
+def int8_path_for(out: Path) -> Path:
+    """``vits16.onnx`` -> ``vits16_int8.onnx``."""
+    return out.with_name(f"{out.stem}_int8.onnx")
+
+
+def fidelity(a: dict[str, np.ndarray], b: dict[str, np.ndarray], name: str) -> tuple[float, float]:
+    """(1 - mean per-token cosine, max abs) of output ``name``."""
+    x = a[name].reshape(-1, a[name].shape[-1]).astype(np.float64)
+    y = b[name].reshape(-1, b[name].shape[-1]).astype(np.float64)
+    cos = np.sum(x * y, axis=1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+    return float(1.0 - cos.mean()), float(np.max(np.abs(x - y)))
+
+
 def export_onnx(wrapper: BackboneWrapper, height: int, width: int, dynamic: bool) -> onnx.ModelProto:
     """Export with the dynamo exporter at opset 18 and return the post-processed ModelProto."""
     example = torch.zeros(1, 3, height, width, dtype=torch.float32)
@@ -691,7 +752,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-seed", type=int, default=0, help="seed of the random reference input (default 0)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs onnxruntime vs PyTorch (default 1e-4)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check (not with --reference)")
+    p.add_argument(
+        "--quantize",
+        choices=["int8-dynamic"],
+        help="also write <out>_int8.onnx (+ .json): linear layers with per-channel s8 weights, "
+        "activations quantised at run time (onnxruntime quantize_dynamic); runs on the onnxruntime backend",
+    )
+    p.add_argument(
+        "--int8-tolerance",
+        type=float,
+        default=1e-2,
+        help="largest 1 - mean patch cosine of the int8 model vs the float model (default 1e-2)",
+    )
     return p
+
+
+def write_int8(out: Path, manifest: dict[str, Any], height: int, width: int, seed: int, tolerance: float) -> int:
+    """Write ``<out>_int8.onnx`` and its manifest (``quantization`` names the float model) and
+    report its fidelity to the float model in onnxruntime on a seeded ``height x width`` input;
+    1 if 1 - mean patch cosine exceeds ``tolerance``."""
+    q_out = int8_path_for(out)
+    quantize_int8_dynamic(out, q_out)
+    q_manifest = dict(manifest)
+    q_manifest["onnx_file"] = q_out.name
+    q_manifest["onnx_sha256"] = sha256_of(q_out)
+    q_manifest["quantization"] = {
+        "method": "int8-dynamic",
+        "float_onnx_file": out.name,
+        "float_onnx_sha256": manifest["onnx_sha256"],
+    }
+    q_manifest["exporter"] = {**manifest["exporter"], "onnxruntime": onnxruntime.__version__}
+    q_out.with_suffix(".json").write_text(json.dumps(q_manifest, indent=2, sort_keys=True) + "\n")
+    reloaded = onnx.load(str(q_out))
+    ops = sorted({n.op_type for n in reloaded.graph.node if "Integer" in n.op_type or "Quantize" in n.op_type})
+    if not ops:
+        print(f"error: {q_out} has no quantised operators", file=sys.stderr)
+        return 1
+    x = seeded_input(seed, height, width)
+    ref = run_onnxruntime(out, x)
+    got = run_onnxruntime(q_out, x)
+    one_minus_cos, max_abs = fidelity(ref, got, "patch_tokens")
+    print(
+        f"  int8-dynamic {q_out} ({q_out.stat().st_size} bytes, {', '.join(ops)}): "
+        f"patch_tokens 1-cos {one_minus_cos:.2e}, max abs {max_abs:.3e} vs the float model"
+    )
+    if not one_minus_cos <= tolerance:
+        print(f"error: int8 model 1-cos {one_minus_cos:.2e} > tolerance {tolerance}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -729,9 +837,9 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"exporting {loaded.variant} ({'dynamic' if args.dynamic else f'{args.height}x{args.width}'}) to {out}")
     proto = export_onnx(wrapper, args.height, args.width, args.dynamic)
-    ifs = count_if_nodes(proto)
-    if ifs:
-        print(f"error: the exported graph contains {ifs} If node(s)", file=sys.stderr)
+    problems = tensorrt_problems(proto, args.dynamic)
+    if problems:
+        print(f"error: the exported graph cannot run whole on TensorRT: {'; '.join(problems)}", file=sys.stderr)
         return 1
     if proto.opset_import and not any(o.domain in ("", "ai.onnx") and o.version == OPSET for o in proto.opset_import):
         print(f"error: the exported graph is not opset {OPSET}: {proto.opset_import}", file=sys.stderr)
@@ -739,8 +847,9 @@ def run(args: argparse.Namespace) -> int:
     save_single_file(proto, out)
     onnx.checker.check_model(str(out))
     reloaded = onnx.load(str(out))
-    if count_if_nodes(reloaded):
-        print("error: the saved graph contains If nodes", file=sys.stderr)
+    problems = tensorrt_problems(reloaded, args.dynamic)
+    if problems:
+        print(f"error: the saved graph: {'; '.join(problems)}", file=sys.stderr)
         return 1
     print(f"  {len(reloaded.graph.node)} nodes, no If, {out.stat().st_size} bytes")
 
@@ -779,6 +888,11 @@ def run(args: argparse.Namespace) -> int:
     manifest_path = out.with_suffix(".json")
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     print(f"  manifest {manifest_path}")
+
+    if args.quantize:
+        status = write_int8(out, manifest, args.height, args.width, args.reference_seed, args.int8_tolerance)
+        if status:
+            return status
 
     if args.no_verify and not refs:
         return 0

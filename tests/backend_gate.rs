@@ -270,3 +270,82 @@ fn the_default_build_names_the_feature() {
     let loaded = LoadedBackbone::load(&fixture("tiny/dinov3_tiny.onnx"), None, &s).unwrap();
     assert_eq!(loaded.backend, "tract");
 }
+
+#[test]
+fn backend_flags_and_parameters_are_checked_naming_them() {
+    use common::{assert_bad_input, bin};
+    let o = bin(&[
+        "run",
+        "--no-ros",
+        "--max-frames",
+        "1",
+        "--backend",
+        "tensorrt",
+    ]);
+    assert_bad_input(&o, &["--backend", "onnxruntime.provider tensorrt"]);
+    let o = bin(&["run", "--no-ros", "--max-frames", "1", "--provider", "npu"]);
+    assert_bad_input(&o, &["--provider", "cpu, cuda or tensorrt"]);
+    let o = bin(&[
+        "run",
+        "--no-ros",
+        "--max-frames",
+        "1",
+        "--on-backend-failure",
+        "retry",
+    ]);
+    assert_bad_input(&o, &["--on-backend-failure", "fallback or exit"]);
+    let o = bin(&[
+        "run",
+        "--no-ros",
+        "--max-frames",
+        "1",
+        "--ros-args",
+        "-p",
+        "tensorrt.precision:=int4",
+    ]);
+    assert_bad_input(&o, &["tensorrt.precision", "fp16 or fp32"]);
+    let o = bin(&[
+        "run",
+        "--no-ros",
+        "--max-frames",
+        "1",
+        "--ros-args",
+        "-p",
+        "parity.min_cosine_fp16:=1.5",
+    ]);
+    assert_bad_input(&o, &["parity.min_cosine_fp16"]);
+    // Offline commands take the same flags.
+    let o = bin(&[
+        "features",
+        "--model",
+        fixture("tiny/dinov3_tiny.onnx").to_str().unwrap(),
+        "--image",
+        "x.png",
+        "--out",
+        "x.npz",
+        "--provider",
+        "npu",
+    ]);
+    assert_bad_input(&o, &["--provider"]);
+}
+
+/// Without the feature, `--backend onnxruntime` runs on tract and says how to rebuild.
+#[cfg(not(feature = "onnxruntime"))]
+#[test]
+fn the_default_build_falls_back_naming_the_feature() {
+    let o = common::bin(&[
+        "run",
+        "--no-ros",
+        "--no-heads",
+        "--max-frames",
+        "1",
+        "--backend",
+        "onnxruntime",
+    ]);
+    let err = common::stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("--features onnxruntime") && err.contains("prepared on tract"),
+        "{err}"
+    );
+}

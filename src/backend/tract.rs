@@ -66,7 +66,7 @@ impl Backend for TractBackend {
             return Err(BackendError::Unavailable {
                 backend: NAME,
                 reason: format!(
-                    "{} is a {} quantised model, which runs on backend onnxruntime; tract runs its float model {} (beside it)",
+                    "{} is quantised ({}) and runs on backend onnxruntime; tract runs its float model {} (beside it)",
                     model.onnx_path.display(),
                     q.method,
                     q.float_onnx_file

@@ -1,0 +1,162 @@
+//! The onnxruntime backend end to end (feature `onnxruntime`; `scripts/test.sh` runs these with
+//! `ORT_DYLIB_PATH` at the test venv's `onnxruntime` wheel): the int8-dynamic fixture against
+//! PyTorch's float outputs, the gate and identity of a quantised model, the fallback to its
+//! float model, and the node's command line (gate passed, missing provider -> fallback or
+//! exit 2).
+#![cfg(feature = "onnxruntime")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is how a test fails"
+)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{assert_bad_input, bin, fixture, npy, stderr};
+use dinov3_perception::backend::settings::{BackendKind, BackendSettings, OnBackendFailure};
+use dinov3_perception::backend::{InputTensor, LoadedBackbone};
+use dinov3_perception::heads::loader::{load_heads, HeadsConfig};
+use dinov3_perception::tolerance::{mean_row_cosine, INT8_MAX_ONE_MINUS_COSINE};
+use dinov3_perception::BackboneModel;
+
+fn onnxruntime(on_failure: OnBackendFailure) -> BackendSettings {
+    let mut s = BackendSettings::tract(1);
+    s.kind = BackendKind::OnnxRuntime;
+    s.on_failure = on_failure;
+    s
+}
+
+fn int8() -> PathBuf {
+    fixture("tiny/dinov3_tiny_int8.onnx")
+}
+
+#[test]
+fn the_int8_model_runs_close_to_pytorch_and_passes_the_gate() {
+    let loaded = LoadedBackbone::load(&int8(), None, &onnxruntime(OnBackendFailure::Exit)).unwrap();
+    assert_eq!(loaded.backend, "onnxruntime");
+    let p = loaded.status.parity.as_ref().unwrap();
+    assert!(p.passed, "{}", p.summary());
+    assert_eq!(p.arithmetic.as_str(), "int8");
+    // Quantised: not bit-equal to the float model, but close.
+    assert!(p.figures.max_abs > 1e-4, "{}", p.summary());
+
+    let (shape, data) = npy(&fixture("tiny/reference/input.npy"));
+    let input = InputTensor {
+        shape: [shape[0], shape[1], shape[2], shape[3]],
+        data,
+    };
+    let out = loaded.prepared.session().unwrap().run(&input).unwrap();
+    let c = loaded.model.manifest.hidden_size;
+    for name in ["patch_tokens", "cls", "layer_2"] {
+        let (_, expected) = npy(&fixture(&format!("tiny/reference/{name}.npy")));
+        let cos = mean_row_cosine(out.get(name).unwrap().data(), &expected, c).unwrap();
+        eprintln!("int8 {name}: 1 - mean cosine {:.3e}", 1.0 - cos);
+        assert!(
+            1.0 - cos <= INT8_MAX_ONE_MINUS_COSINE,
+            "{name}: 1 - cos {} > {INT8_MAX_ONE_MINUS_COSINE}",
+            1.0 - cos
+        );
+    }
+}
+
+#[test]
+fn heads_trained_on_the_float_model_load_on_the_int8_model() {
+    let float = BackboneModel::load(&fixture("tiny/dinov3_tiny.onnx")).unwrap();
+    let q = BackboneModel::load(&int8()).unwrap();
+    assert_ne!(q.manifest.onnx_sha256, float.manifest.onnx_sha256);
+    assert_eq!(q.manifest.identity_sha256(), float.manifest.onnx_sha256);
+    let grid = (4, 6);
+    let config = HeadsConfig {
+        dir: Some(fixture("heads/tiny")),
+        pca: false,
+        pca_fit_frames: 1,
+    };
+    let heads = load_heads(&config, &q.manifest, grid).unwrap();
+    assert!(!heads.is_empty());
+}
+
+#[test]
+fn without_a_runtime_the_int8_model_falls_back_to_its_float_model_on_tract() {
+    let mut s = onnxruntime(OnBackendFailure::Fallback);
+    s.onnxruntime.library = Some(PathBuf::from("/nonexistent/libonnxruntime.so"));
+    // One runtime per process: another test may have loaded the venv's library already, and
+    // then this names that conflict instead; both are "cannot be used".
+    let loaded = LoadedBackbone::load(&int8(), None, &s).unwrap();
+    assert_eq!(loaded.backend, "tract");
+    assert!(loaded.model.onnx_path.ends_with("dinov3_tiny.onnx"));
+    assert!(loaded.model.manifest.quantization.is_none());
+    let reason = loaded.status.fallback.unwrap();
+    assert!(
+        reason.contains("/nonexistent/libonnxruntime.so"),
+        "{reason}"
+    );
+    let mut exit = s.clone();
+    exit.on_failure = OnBackendFailure::Exit;
+    let e = LoadedBackbone::load(&int8(), None, &exit).err().unwrap();
+    assert!(e.is_bad_input(), "{e}");
+}
+
+#[test]
+fn the_node_runs_on_onnxruntime_after_the_gate() {
+    let o = bin(&[
+        "run",
+        "--no-ros",
+        "--no-heads",
+        "--max-frames",
+        "2",
+        "--backend",
+        "onnxruntime",
+        "--threads",
+        "1",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("parity gate of onnxruntime (cpu) against tract")
+            && err.contains("passed")
+            && err.contains("prepared on onnxruntime"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_provider_falls_back_or_exits_2() {
+    let o = bin(&[
+        "run",
+        "--no-ros",
+        "--no-heads",
+        "--max-frames",
+        "1",
+        "--backend",
+        "onnxruntime",
+        "--provider",
+        "tensorrt",
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("the tensorrt execution provider is missing")
+            && err.contains("running on tract instead")
+            && err.contains("prepared on tract"),
+        "{err}"
+    );
+    let o = bin(&[
+        "run",
+        "--no-ros",
+        "--no-heads",
+        "--max-frames",
+        "1",
+        "--backend",
+        "onnxruntime",
+        "--provider",
+        "cuda",
+        "--on-backend-failure",
+        "exit",
+    ]);
+    assert_bad_input(
+        &o,
+        &["the cuda execution provider is missing", "onnxruntime-gpu"],
+    );
+}
