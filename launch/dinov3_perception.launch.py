@@ -6,6 +6,7 @@ Examples:
   ros2 launch dinov3_perception dinov3_perception.launch.py camera_device:=/dev/video0
   ros2 launch dinov3_perception dinov3_perception.launch.py image_topic:=/camera/image_raw
   ros2 launch dinov3_perception dinov3_perception.launch.py namespace:=robot1 record:=true
+  ros2 launch dinov3_perception dinov3_perception.launch.py backend:=onnxruntime provider:=tensorrt
 
 Source selection: `image_topic` wins over `camera_device`; with neither, the `source`
 parameter of the params file is used (synthetic in the shipped file).
@@ -39,7 +40,7 @@ def parse_bool(name, value):
 
 
 def parameter_overrides(camera_device, image_topic, model, heads, record='false',
-                        record_dir=''):
+                        record_dir='', backend='', provider='', engine_cache=''):
     """The parameters the launch arguments set on top of the params file."""
     overrides = {}
     image_topic = image_topic.strip()
@@ -56,6 +57,10 @@ def parameter_overrides(camera_device, image_topic, model, heads, record='false'
         if not record_dir.strip():
             raise ValueError("launch argument 'record_dir' is empty: give the bag directory")
         overrides['record.dir'] = record_dir.strip()
+    for name, value in (('backend', backend), ('onnxruntime.provider', provider),
+                        ('tensorrt.cache_dir', engine_cache)):
+        if value.strip():
+            overrides[name] = value.strip()
     return overrides
 
 
@@ -73,6 +78,9 @@ def launch_setup(context, *args, **kwargs):
         heads=arg('heads'),
         record=arg('record'),
         record_dir=arg('record_dir'),
+        backend=arg('backend'),
+        provider=arg('provider'),
+        engine_cache=arg('engine_cache'),
     )
     namespace = arg('namespace').strip()
 
@@ -125,5 +133,16 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'record_dir', default_value='dinov3_bag',
             description='output directory of the recording (must not exist yet)'),
+        DeclareLaunchArgument(
+            'backend', default_value='',
+            description="inference backend: tract | onnxruntime ('' = params_file's)"),
+        DeclareLaunchArgument(
+            'provider', default_value='',
+            description="onnxruntime execution provider: cpu | cuda | tensorrt "
+                        "('' = params_file's)"),
+        DeclareLaunchArgument(
+            'engine_cache', default_value='',
+            description="TensorRT engine cache directory ('' = params_file's, by default "
+                        '~/.cache/dinov3_perception/tensorrt)'),
         OpaqueFunction(function=launch_setup),
     ])

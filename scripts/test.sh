@@ -41,3 +41,11 @@ echo "== npm ci tests/node (the Foxglove libraries the live view and bag interop
 (cd tests/node && npm ci --no-audit --no-fund)
 echo "== pytest tests/python"
 "$VENV/bin/python" -m pytest -q tests/python
+echo "== hadolint docker/Dockerfile docker/Dockerfile.jetson (no Docker engine here: lint only)"
+"$VENV/bin/hadolint" --config docker/hadolint.yaml docker/Dockerfile docker/Dockerfile.jetson
+# Last, because its test build replaces <target>/debug/dinov3_perception with the feature build.
+echo "== the onnxruntime feature: clippy, then its tests on the venv's ONNX Runtime (CPU wheel)"
+cargo clippy --all-targets --features onnxruntime --quiet -- -D warnings
+ORT_LIB=$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)
+ORT_DYLIB_PATH="$ORT_LIB" cargo test --features onnxruntime --lib \
+    --test backbone_parity --test backend_gate --test backend_onnxruntime

@@ -73,6 +73,15 @@ PARAMETERS = {
     'loop_files': (bool, False),
     'backend': (str, 'tract'),
     'threads': (int, 0),
+    'onnxruntime.library': (str, ''),
+    'onnxruntime.provider': (str, 'cpu'),
+    'onnxruntime.device_id': (int, 0),
+    'tensorrt.precision': (str, 'fp16'),
+    'tensorrt.cache_dir': (str, ''),
+    'on_backend_failure': (str, 'fallback'),
+    'parity.min_cosine_fp32': (float, 0.9999),
+    'parity.min_cosine_fp16': (float, 0.999),
+    'parity.min_cosine_int8': (float, 0.999),
     'input_size': (str, ''),
     'resize': (str, 'stretch'),
     'frame_id': (str, ''),
@@ -375,6 +384,9 @@ EXPECTED_ARGUMENTS = {
     'namespace': '',
     'record': 'false',
     'record_dir': 'dinov3_bag',
+    'backend': '',
+    'provider': '',
+    'engine_cache': '',
 }
 
 
@@ -413,6 +425,9 @@ def test_default_launch_leaves_source_to_params_file(description):
     ({'heads': '1'}, {'heads_enabled': True}),
     ({'params_file': '/etc/robot/dinov3.yaml', 'camera_device': '/dev/video2'},
      {'source': 'v4l2:/dev/video2', 'heads_enabled': True}),
+    ({'backend': 'onnxruntime', 'provider': 'tensorrt', 'engine_cache': '/cache'},
+     {'backend': 'onnxruntime', 'onnxruntime.provider': 'tensorrt',
+      'tensorrt.cache_dir': '/cache', 'heads_enabled': True}),
 ])
 def test_parameter_overrides(description, arguments, overrides):
     node, _ = run_opaque(description, **arguments)
