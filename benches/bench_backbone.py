@@ -1,19 +1,25 @@
-"""Backbone benchmark: our tract backend vs onnxruntime, same ONNX, same threads, one invocation.
+"""Backbone benchmark: our backends vs Python onnxruntime, same ONNX, same threads, one invocation.
 
-    .venv/bin/python benches/bench_backbone.py [--threads 2] [--rounds 3] [--iters 10]
+    .venv/bin/python benches/bench_backbone.py [--threads 2] [--rounds 3] [--iters 10] [--no-int8]
 
 1. Generates (once; cached under target/bench-models/) full-size random-weight DINOv3 models with
-   models/export_backbone.py: ViT-S/16 @224 and @448, ViT-B/16 @224, plus PyTorch references.
-2. Builds examples/backbone_timing.rs in release mode.
-3. For each model, runs tract and onnxruntime alternately (--rounds times each, fresh processes),
-   so machine noise hits both alike; reports median ms/frame, GFLOP/s, the ratio tract/ort,
-   start-up time (load + prepare + first frame) and peak RSS (wait4 of each process).
-4. Prints tract's parity against PyTorch on the full-size ViT-S/16 @224.
-Prints a Markdown table to paste into benches/RESULTS.md.
+   models/export_backbone.py: ViT-S/16 @224 and @448, ViT-B/16 @224, plus PyTorch references, and
+   their int8-dynamic quantisations (models/quantize_backbone.py).
+2. Builds examples/backbone_timing.rs in release mode with the onnxruntime feature.
+3. For each model runs, in fresh processes and rotating order (--rounds times each, so machine
+   noise hits all alike): tract; our onnxruntime backend (CPU provider, the venv's own
+   libonnxruntime through ORT_DYLIB_PATH, so both wrappers run the same library); Python
+   onnxruntime; and for the int8 model our onnxruntime backend and Python onnxruntime again.
+   Reports median ms/frame, GFLOP/s, ratios to Python onnxruntime fp32 (our wrapper must add no
+   overhead: ours/python <= 1.05), start-up (load + prepare + first frame) and peak RSS (wait4).
+4. Prints tract's parity against PyTorch on the full-size ViT-S/16 @224, and each int8 model's
+   fidelity (1 - mean patch cosine, max abs) against PyTorch's float outputs.
+Prints Markdown tables to paste into benches/RESULTS.md.
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -23,6 +29,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 CACHE = ROOT / "target" / "bench-models"
 PY = sys.executable
 MODELS = [("vits16", 224, 224), ("vits16", 448, 448), ("vitb16", 224, 224)]
@@ -40,6 +47,13 @@ def export(variant: str, h: int, w: int) -> tuple[Path, Path]:
     return onnx, ref
 
 
+def quantized(onnx: Path) -> Path:
+    q = onnx.with_name(f"{onnx.stem}_int8.onnx")
+    if not (q.exists() and q.with_suffix(".json").exists()):
+        print(f"quantising {onnx.name} (int8-dynamic)...", flush=True)
+        subprocess.run([PY, str(ROOT / "models/quantize_backbone.py"), "--model", str(onnx)],
+                       check=True, cwd=ROOT / "models")
+    return q
 def run_measured(cmd: list[str]) -> dict:
     pid = os.fork()
     if pid == 0:  # child
@@ -57,10 +71,31 @@ def run_measured(cmd: list[str]) -> dict:
 
 
 def flops(onnx: Path) -> float:
-    out = subprocess.run([str(ROOT / "target/release/dinov3_perception"), "inspect", str(onnx)],
+    out = subprocess.run([str(TARGET / "release/dinov3_perception"), "inspect", str(onnx)],
                          check=True, capture_output=True, text=True).stdout
     line = next(l for l in out.splitlines() if l.startswith("FLOPs"))
     return float(line.split()[1]) * 1e9
+
+
+def ort_library() -> str:
+    import onnxruntime
+
+    capi = Path(onnxruntime.__file__).parent / "capi"
+    libs = sorted(glob.glob(str(capi / "libonnxruntime.so.*")))
+    if not libs:
+        raise SystemExit(f"no libonnxruntime.so.* in {capi}")
+    return libs[0]
+
+
+def summarise(rs: list[dict]) -> dict:
+    per_round = [statistics.median(x["times_ms"]) for x in rs]
+    return {
+        "ms": statistics.median(per_round),
+        "ms_all": per_round,
+        "startup_s": statistics.median(x["load_s"] + x["prepare_s"] + x["first_ms"] / 1e3 for x in rs),
+        "rss": max(x["peak_rss_mib"] for x in rs),
+        "parity": next((x["parity"] for x in rs if x.get("parity")), None),
+    }
 
 
 def main() -> None:
@@ -68,62 +103,81 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8-dynamic rows")
     args = ap.parse_args()
 
     models = [export(*m) for m in MODELS]
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "backbone_timing",
-                    "--bin", "dinov3_perception"], cwd=ROOT, check=True)
-    tract_bin = ROOT / "target/release/examples/backbone_timing"
+    int8 = {onnx: quantized(onnx) for onnx, _ in models} if not args.no_int8 else {}
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--features", "onnxruntime",
+                    "--example", "backbone_timing", "--bin", "dinov3_perception"], cwd=ROOT, check=True)
+    timing = str(TARGET / "release/examples/backbone_timing")
+    os.environ["ORT_DYLIB_PATH"] = ort_library()
+    py_ort = [PY, str(ROOT / "benches/ort_timing.py")]
+    t, n = str(args.threads), str(args.iters)
 
     rows = []
     parity = None
     for (variant, h, w), (onnx, ref) in zip(MODELS, models):
         f = flops(onnx)
-        runs: dict[str, list[dict]] = {"tract": [], "onnxruntime": []}
+        want_parity = variant == "vits16" and h == 224
+        engines = {
+            "tract": [timing, "tract", str(onnx), t, n] + ([str(ref)] if want_parity else []),
+            "ours": [timing, "onnxruntime", str(onnx), t, n],
+            "python": py_ort + [str(onnx), t, n],
+        }
+        if onnx in int8:
+            engines["ours_int8"] = [timing, "onnxruntime", str(int8[onnx]), t, n, str(ref)]
+            engines["python_int8"] = py_ort + [str(int8[onnx]), t, n]
+        names = list(engines)
+        runs: dict[str, list[dict]] = {e: [] for e in names}
         for r in range(args.rounds):
-            # Alternate which engine goes first so drift does not favour one.
-            order = ["tract", "onnxruntime"] if r % 2 == 0 else ["onnxruntime", "tract"]
-            for engine in order:
-                if engine == "tract":
-                    cmd = [str(tract_bin), str(onnx), str(args.threads), str(args.iters)]
-                    if parity is None and variant == "vits16" and h == 224:
-                        cmd.append(str(ref))
-                else:
-                    cmd = [PY, str(ROOT / "benches/ort_timing.py"), str(onnx), str(args.threads), str(args.iters)]
-                res = run_measured(cmd)
-                if res.get("parity"):
-                    parity = res["parity"]
-                runs[engine].append(res)
-        summary = {}
-        for engine, rs in runs.items():
-            per_round = [statistics.median(x["times_ms"]) for x in rs]
-            summary[engine] = {
-                "ms": statistics.median(per_round),
-                "ms_all": per_round,
-                "startup_s": statistics.median(x["load_s"] + x["prepare_s"] + x["first_ms"] / 1e3 for x in rs),
-                "rss": max(x["peak_rss_mib"] for x in rs),
-            }
-        t, o = summary["tract"], summary["onnxruntime"]
-        ratios = [a / b for a, b in zip(t["ms_all"], o["ms_all"])]
-        rows.append((f"{variant} @{h}x{w}", f / 1e9, t, o, ratios))
-        print(f"{variant} {h}x{w}: tract {t['ms']:.1f} ms, ort {o['ms']:.1f} ms, ratio {t['ms']/o['ms']:.2f}", flush=True)
+            # Rotate which engine goes first so drift favours none.
+            for engine in names[r % len(names):] + names[:r % len(names)]:
+                runs[engine].append(run_measured(engines[engine]))
+        summary = {e: summarise(rs) for e, rs in runs.items()}
+        if want_parity:
+            parity = summary["tract"]["parity"]
+        rows.append((f"{variant} @{h}x{w}", f / 1e9, summary))
+        line = ", ".join(f"{e} {s['ms']:.1f} ms" for e, s in summary.items())
+        print(f"{variant} {h}x{w}: {line}", flush=True)
 
     cpu = "unknown"
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    flags = ""
+    try:
+        fl = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+        flags = " ".join(x for x in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16") if x in fl)
+    except (OSError, StopIteration):
+        pass
     import onnxruntime
     print()
-    print(f"machine: {cpu}, {os.cpu_count()} cores; {platform.platform()}; onnxruntime {onnxruntime.__version__}")
-    print(f"command: .venv/bin/python benches/bench_backbone.py --threads {args.threads} --rounds {args.rounds} --iters {args.iters}")
+    print(f"machine: {cpu} ({flags}), {os.cpu_count()} cores; {platform.platform()}; onnxruntime {onnxruntime.__version__}")
+    print(f"command: .venv/bin/python benches/bench_backbone.py --threads {args.threads} --rounds {args.rounds} --iters {args.iters}"
+          + (" --no-int8" if args.no_int8 else ""))
     print()
-    print("| model | GFLOP/frame | tract ms | ort ms | tract/ort (median; per round) | tract GFLOP/s | ort GFLOP/s | start-up tract / ort (s) | peak RSS tract / ort (MiB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, gf, t, o, ratios in rows:
-        print(f"| {name} | {gf:.1f} | {t['ms']:.1f} | {o['ms']:.1f} | {t['ms']/o['ms']:.2f} ({', '.join(f'{r:.2f}' for r in ratios)}) "
-              f"| {gf / t['ms'] * 1e3:.0f} | {gf / o['ms'] * 1e3:.0f} | {t['startup_s']:.2f} / {o['startup_s']:.2f} "
-              f"| {t['rss']:.0f} / {o['rss']:.0f} |")
+    print("| model | GFLOP/frame | tract ms | ours-ort ms | py-ort ms | tract/py-ort | ours-ort/py-ort (median; per round) | tract / ort GFLOP/s | start-up tract / ours-ort / py-ort (s) | peak RSS tract / ours-ort / py-ort (MiB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, gf, s in rows:
+        tr, ours, py = s["tract"], s["ours"], s["python"]
+        per = ", ".join(f"{a / b:.2f}" for a, b in zip(ours["ms_all"], py["ms_all"]))
+        print(f"| {name} | {gf:.1f} | {tr['ms']:.1f} | {ours['ms']:.1f} | {py['ms']:.1f} | {tr['ms'] / py['ms']:.2f} "
+              f"| {ours['ms'] / py['ms']:.2f} ({per}) | {gf / tr['ms'] * 1e3:.0f} / {gf / py['ms'] * 1e3:.0f} "
+              f"| {tr['startup_s']:.2f} / {ours['startup_s']:.2f} / {py['startup_s']:.2f} "
+              f"| {tr['rss']:.0f} / {ours['rss']:.0f} / {py['rss']:.0f} |")
+    if int8:
+        print()
+        print("| model (int8-dynamic) | ours-ort int8 ms | py-ort int8 ms | ours int8 / py-ort fp32 | ours/py int8 | patch_tokens vs PyTorch fp32: 1 - mean cos, max abs |")
+        print("|---|---|---|---|---|---|")
+        for name, gf, s in rows:
+            if "ours_int8" not in s:
+                continue
+            q, pq, py = s["ours_int8"], s["python_int8"], s["python"]
+            p = (q["parity"] or {}).get("patch_tokens", {})
+            fid = f"{1 - p['mean_cosine']:.2e}, {p['max_abs']:.2e}" if p else "n/a"
+            print(f"| {name} | {q['ms']:.1f} | {pq['ms']:.1f} | {q['ms'] / py['ms']:.2f} | {q['ms'] / pq['ms']:.2f} | {fid} |")
     if parity:
         print()
         print("tract vs PyTorch, full-size ViT-S/16 @224 (random weights, seeded input):")

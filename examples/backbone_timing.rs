@@ -1,9 +1,11 @@
-//! Times the tract backbone on one model, for `benches/bench_backbone.py`, which runs it
-//! interleaved with onnxruntime on the same ONNX and thread count and prints the ratios.
+//! Times one of our backends on one model, for `benches/bench_backbone.py`, which runs it
+//! interleaved with Python onnxruntime on the same ONNX and thread count and prints the ratios.
 //!
-//! `cargo run --release --example backbone_timing -- MODEL.onnx THREADS ITERS [REFERENCE_DIR]`
-//! prints one JSON line: load/prepare seconds, per-iteration milliseconds and, with a reference
-//! directory from `export_backbone.py --reference`, the parity figures against PyTorch.
+//! `cargo run --release [--features onnxruntime] --example backbone_timing -- BACKEND MODEL.onnx
+//! THREADS ITERS [REFERENCE_DIR]` (BACKEND: `tract`, or `onnxruntime` with the feature, its CPU
+//! provider, the library from `ORT_DYLIB_PATH`) prints one JSON line: load/prepare seconds,
+//! per-iteration milliseconds and, with a reference directory from
+//! `export_backbone.py --reference`, the parity figures against PyTorch.
 
 use std::path::Path;
 use std::time::Instant;
@@ -14,10 +16,34 @@ use dinov3_perception::npz::read_npy_f32;
 use dinov3_perception::tolerance::{compare, mean_row_cosine};
 use dinov3_perception::BackboneModel;
 
+fn backend_named(name: &str, threads: usize) -> Result<Box<dyn Backend>, String> {
+    match name {
+        "tract" => Ok(Box::new(TractBackend::new(threads))),
+        #[cfg(feature = "onnxruntime")]
+        "onnxruntime" => {
+            let s = dinov3_perception::backend::settings::BackendSettings::tract(threads);
+            let b = dinov3_perception::backend::onnxruntime::OnnxRuntimeBackend::new(
+                s.onnxruntime,
+                s.tensorrt,
+                threads,
+                std::sync::Arc::new(|_: &str| {}),
+            );
+            b.check().map_err(|e| e.to_string())?;
+            Ok(Box::new(b))
+        }
+        other => Err(format!(
+            "backend {other:?}: give tract, or onnxruntime in a build with --features onnxruntime"
+        )),
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [model, threads, iters, rest @ ..] = args.as_slice() else {
-        return Err("usage: backbone_timing MODEL.onnx THREADS ITERS [REFERENCE_DIR]".into());
+    let [backend, model, threads, iters, rest @ ..] = args.as_slice() else {
+        return Err(
+            "usage: backbone_timing tract|onnxruntime MODEL.onnx THREADS ITERS [REFERENCE_DIR]"
+                .into(),
+        );
     };
     let threads: usize = threads.parse()?;
     let iters: usize = iters.parse()?;
@@ -27,7 +53,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size = model
         .fixed_input_size()
         .ok_or("bench models are fixed-size")?;
-    let prepared = TractBackend::new(threads).prepare(&model, size)?;
+    let backend = backend_named(backend, threads)?;
+    let prepared = backend.prepare(&model, size)?;
     let mut session = prepared.session()?;
     let prepare_s = start.elapsed().as_secs_f64() - load_s;
 
@@ -75,7 +102,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let times: Vec<String> = times.iter().map(|t| format!("{t:.3}")).collect();
     println!(
-        "{{\"engine\": \"tract\", \"threads\": {threads}, \"load_s\": {load_s:.4}, \"prepare_s\": {prepare_s:.4}, \"first_ms\": {first_ms:.3}, \"times_ms\": [{}], \"parity\": {parity}}}",
+        "{{\"engine\": \"{}\", \"threads\": {threads}, \"load_s\": {load_s:.4}, \"prepare_s\": {prepare_s:.4}, \"first_ms\": {first_ms:.3}, \"times_ms\": [{}], \"parity\": {parity}}}",
+        backend.name(),
         times.join(", ")
     );
     Ok(())

@@ -122,6 +122,35 @@ fn the_node_runs_on_onnxruntime_after_the_gate() {
 }
 
 #[test]
+fn heads_follow_the_backbone_onto_onnxruntime_when_asked() {
+    let run = |backend: &str| {
+        bin(&[
+            "run",
+            "--no-ros",
+            "--max-frames",
+            "2",
+            "--threads",
+            "1",
+            "--backend",
+            backend,
+            "--onnxruntime-heads",
+        ])
+    };
+    let o = run("onnxruntime");
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("head graphs run on onnxruntime (cpu)"), "{err}");
+    assert!(err.contains("frame 0 depth"), "{err}");
+    let o = run("tract");
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("onnxruntime.heads is set but the backbone runs on tract"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_missing_provider_falls_back_or_exits_2() {
     let o = bin(&[
         "run",

@@ -6,6 +6,9 @@
 //! Fixtures: `tests/fixtures/heads/tiny/` (heads for the tiny fixture backbone, made by
 //! `models/train_heads.py export-random ... --reference`) and `tests/fixtures/heads/nms_cases.json`
 //! (`models/make_nms_cases.py`); see `tests/fixtures/regen.sh`.
+//!
+//! Each head runs on tract and, in a build with the `onnxruntime` feature, on ONNX Runtime too
+//! (`onnxruntime.heads:=true`), against the same references.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -21,7 +24,7 @@ use dinov3_perception::backend::{BackboneOutputs, OutputTensor};
 use dinov3_perception::heads::classification::ClassificationHead;
 use dinov3_perception::heads::depth::DepthHead;
 use dinov3_perception::heads::detection::{decode, nms, Candidate, DetectionHead};
-use dinov3_perception::heads::onnx::{HeadGraph, OnnxHead};
+use dinov3_perception::heads::onnx::{load_onnx_head, GraphRuntime, HeadGraph};
 use dinov3_perception::heads::segmentation::SegmentationHead;
 use dinov3_perception::heads::upsample::Upsampler;
 use dinov3_perception::heads::{HeadInput, HeadOutput, TaskHead};
@@ -30,6 +33,26 @@ use dinov3_perception::preprocess::{Letterbox, ResizeMode};
 use dinov3_perception::tolerance::{compare, HEAD_MAX_ABS};
 use dinov3_perception::{BackboneModel, Features};
 use serde_json::Value;
+
+/// Where the head graphs run: tract, and with the `onnxruntime` feature also ONNX Runtime's CPU
+/// provider (`onnxruntime.heads:=true`; the library from `ORT_DYLIB_PATH`).
+fn runtimes() -> Vec<GraphRuntime> {
+    #[allow(unused_mut, reason = "one entry without the onnxruntime feature")]
+    let mut out = vec![GraphRuntime::Tract];
+    #[cfg(feature = "onnxruntime")]
+    {
+        use dinov3_perception::backend::onnxruntime::SessionFactory;
+        use dinov3_perception::backend::settings::BackendSettings;
+        let s = BackendSettings::tract(1);
+        out.push(GraphRuntime::OnnxRuntime(SessionFactory::new(
+            s.onnxruntime,
+            s.tensorrt,
+            1,
+            std::sync::Arc::new(|_: &str| {}),
+        )));
+    }
+    out
+}
 
 fn heads_dir() -> PathBuf {
     fixture("heads/tiny")
@@ -153,6 +176,13 @@ fn check(name: &str, rust: &[f32], torch_path: &Path) {
 
 #[test]
 fn segmentation_logits_and_upsampled_logits_match_pytorch() {
+    for rt in runtimes() {
+        eprintln!("head graphs on {}", rt.name());
+        segmentation_logits_and_upsampled_logits_match_pytorch_on(&rt);
+    }
+}
+
+fn segmentation_logits_and_upsampled_logits_match_pytorch_on(rt: &GraphRuntime) {
     let m = backbone();
     let outputs = outputs_for("segmentation", &m);
     let features = Features::new(&outputs, &m, size(&m)).unwrap();
@@ -161,11 +191,12 @@ fn segmentation_logits_and_upsampled_logits_match_pytorch() {
         features,
         letterbox: &lb,
     };
-    let mut head = SegmentationHead::load(
+    let mut head: SegmentationHead = load_onnx_head(
         "segmentation",
         &heads_dir().join("segmentation.onnx"),
         &m,
         grid(&m),
+        rt,
     )
     .unwrap();
     let logits = head.logits(&input).unwrap();
@@ -214,6 +245,13 @@ fn segmentation_logits_and_upsampled_logits_match_pytorch() {
 
 #[test]
 fn depth_matches_pytorch() {
+    for rt in runtimes() {
+        eprintln!("head graphs on {}", rt.name());
+        depth_matches_pytorch_on(&rt);
+    }
+}
+
+fn depth_matches_pytorch_on(rt: &GraphRuntime) {
     let m = backbone();
     let outputs = outputs_for("depth", &m);
     let features = Features::new(&outputs, &m, size(&m)).unwrap();
@@ -222,7 +260,8 @@ fn depth_matches_pytorch() {
         features,
         letterbox: &lb,
     };
-    let mut head = DepthHead::load("depth", &heads_dir().join("depth.onnx"), &m, grid(&m)).unwrap();
+    let mut head: DepthHead =
+        load_onnx_head("depth", &heads_dir().join("depth.onnx"), &m, grid(&m), rt).unwrap();
     let depth = head.patch_depth(&input).unwrap();
     check("depth", &depth, &reference("depth").join("depth.npy"));
     let HeadOutput::Depth(img) = head.run(&input).unwrap() else {
@@ -237,6 +276,13 @@ fn depth_matches_pytorch() {
 
 #[test]
 fn classification_logits_match_pytorch() {
+    for rt in runtimes() {
+        eprintln!("head graphs on {}", rt.name());
+        classification_logits_match_pytorch_on(&rt);
+    }
+}
+
+fn classification_logits_match_pytorch_on(rt: &GraphRuntime) {
     let m = backbone();
     let outputs = outputs_for("classification", &m);
     let features = Features::new(&outputs, &m, size(&m)).unwrap();
@@ -245,11 +291,12 @@ fn classification_logits_match_pytorch() {
         features,
         letterbox: &lb,
     };
-    let mut head = ClassificationHead::load(
+    let mut head: ClassificationHead = load_onnx_head(
         "classification",
         &heads_dir().join("classification.onnx"),
         &m,
         grid(&m),
+        rt,
     )
     .unwrap();
     let logits = head.logits(&input).unwrap();
@@ -270,6 +317,13 @@ fn classification_logits_match_pytorch() {
 
 #[test]
 fn detection_boxes_after_nms_are_identical_to_pytorch() {
+    for rt in runtimes() {
+        eprintln!("head graphs on {}", rt.name());
+        detection_boxes_after_nms_are_identical_to_pytorch_on(&rt);
+    }
+}
+
+fn detection_boxes_after_nms_are_identical_to_pytorch_on(rt: &GraphRuntime) {
     let m = backbone();
     let outputs = outputs_for("detection", &m);
     let features = Features::new(&outputs, &m, size(&m)).unwrap();
@@ -285,7 +339,7 @@ fn detection_boxes_after_nms_are_identical_to_pytorch() {
         letterbox: &lb,
     };
     let onnx = heads_dir().join("detection.onnx");
-    let mut graph = HeadGraph::load(&onnx, &m, grid(&m), &["scores", "boxes"]).unwrap();
+    let mut graph = HeadGraph::load_on(&onnx, &m, grid(&m), &["scores", "boxes"], rt).unwrap();
     let raw = graph.run(&input, "detection").unwrap();
     check(
         "detection scores",
@@ -337,7 +391,7 @@ fn detection_boxes_after_nms_are_identical_to_pytorch() {
         assert!((c.score - e["score"].as_f64().unwrap() as f32).abs() <= HEAD_MAX_ABS);
     }
     // The full head maps the same boxes to camera pixels (identity here).
-    let mut head = DetectionHead::load("detection", &onnx, &m, grid(&m)).unwrap();
+    let mut head: DetectionHead = load_onnx_head("detection", &onnx, &m, grid(&m), rt).unwrap();
     let HeadOutput::Detections(dets) = head.run(&input).unwrap() else {
         panic!("not detections")
     };

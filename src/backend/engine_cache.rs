@@ -32,19 +32,19 @@ pub struct EngineCacheKey {
     pub gpu: String,
     /// `fp16` or `fp32`.
     pub precision: String,
-    /// Input shape `1x3xHxW`.
+    /// Input shapes, `1x3xHxW` for the backbone (`name:shape,...` for graphs of several inputs).
     pub input_shape: String,
 }
 
 impl EngineCacheKey {
-    /// The key of a model of `model_sha256` at `size`.
+    /// The key of a model of `model_sha256` with inputs of `input_shape`.
     pub fn new(
         model_sha256: &str,
         onnxruntime: &str,
         tensorrt: &str,
         gpu: &str,
         precision: &str,
-        size: InputSize,
+        input_shape: &str,
     ) -> Self {
         Self {
             model_sha256: model_sha256.to_string(),
@@ -52,7 +52,7 @@ impl EngineCacheKey {
             tensorrt: tensorrt.to_string(),
             gpu: gpu.to_string(),
             precision: precision.to_string(),
-            input_shape: format!("1x3x{}x{}", size.height, size.width),
+            input_shape: input_shape.to_string(),
         }
     }
 
@@ -102,13 +102,15 @@ pub struct StaleCache {
     pub reason: String,
 }
 
-/// The directory of `key` under `root`: `<model stem>_<H>x<W>_<precision>`.
-pub fn cache_dir_for(root: &Path, model_stem: &str, key: &EngineCacheKey) -> PathBuf {
-    let shape = key
-        .input_shape
-        .strip_prefix("1x3x")
-        .unwrap_or(&key.input_shape);
-    root.join(format!("{model_stem}_{shape}_{}", key.precision))
+/// `1x3xHxW`, the backbone's input shape in a key.
+pub fn image_shape(size: InputSize) -> String {
+    format!("1x3x{}x{}", size.height, size.width)
+}
+
+/// The directory of `key` under `root`: `<label>_<precision>`, the label naming the graph and
+/// its size (`vits16_224x448`, `heads/depth_14x28`).
+pub fn cache_dir_for(root: &Path, label: &str, key: &EngineCacheKey) -> PathBuf {
+    root.join(format!("{label}_{}", key.precision))
 }
 
 /// Check the cache directory `dir` against `key`: a missing or empty directory is a first
@@ -187,10 +189,10 @@ mod tests {
             "10.3.0",
             "Orin",
             "fp16",
-            InputSize {
+            &image_shape(InputSize {
                 height: 224,
                 width: 448,
-            },
+            }),
         )
     }
 
@@ -198,8 +200,9 @@ mod tests {
     fn a_new_directory_is_a_first_build_then_used() {
         let root = tempfile::tempdir().unwrap();
         let k = key();
-        let dir = cache_dir_for(root.path(), "vits16", &k);
+        let dir = cache_dir_for(root.path(), "vits16_224x448", &k);
         assert!(dir.ends_with("vits16_224x448_fp16"));
+        assert_eq!(k.input_shape, "1x3x224x448");
         assert!(!open(&dir, &k).unwrap().built);
         claim(&dir, &k).unwrap();
         assert!(
@@ -214,7 +217,7 @@ mod tests {
     fn a_cache_of_another_build_is_refused_naming_what_changed() {
         let root = tempfile::tempdir().unwrap();
         let k = key();
-        let dir = cache_dir_for(root.path(), "vits16", &k);
+        let dir = cache_dir_for(root.path(), "vits16_224x448", &k);
         mark_built(&dir, &k).unwrap();
         let mut upgraded = k.clone();
         upgraded.tensorrt = "10.4.0".into();

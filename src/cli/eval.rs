@@ -345,7 +345,7 @@ fn pipeline_frames(
     use crate::config::share::{bundled_heads, bundled_model};
     use crate::config::BackboneConfig;
     use crate::frame::{Frame, Stamp};
-    use crate::heads::loader::{load_heads, HeadsConfig};
+    use crate::heads::loader::{load_heads_for, HeadsConfig};
     use crate::pipeline::InferenceStage;
     use crate::source::mcap::{McapConfig, McapSource, ReplayClock};
     use crate::source::{FrameSource, SourceSpec};
@@ -359,14 +359,14 @@ fn pipeline_frames(
         .or_else(|| args.model.is_none().then(bundled_heads));
     let b = BackboneConfig::from_flags(model, &args.backbone)?;
     let backbone = LoadedBackbone::load(&b.model, b.input_size, &b.backend)?;
-    let heads = load_heads(
+    let heads = load_heads_for(
         &HeadsConfig {
             dir: heads_dir,
             pca: false,
             ..HeadsConfig::default()
         },
-        &backbone.model.manifest,
-        backbone.grid(),
+        &backbone,
+        &b.backend,
     )?;
     let stage = InferenceStage::new(
         backbone.prepared.as_ref(),

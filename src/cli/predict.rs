@@ -9,7 +9,7 @@ use super::CommandError;
 use crate::backend::LoadedBackbone;
 use crate::config::{BackboneConfig, BackboneFlags};
 use crate::frame::{Frame, Stamp, SystemClock};
-use crate::heads::loader::{load_heads, HeadsConfig};
+use crate::heads::loader::{load_heads_for, HeadsConfig};
 use crate::heads::HeadOutput;
 use crate::image_io::list_images;
 use crate::image_io::load_rgb;
@@ -64,7 +64,7 @@ pub fn run(args: &PredictArgs) -> Result<(), CommandError> {
         pca: false,
         ..HeadsConfig::default()
     };
-    let heads = load_heads(&config, &backbone.model.manifest, backbone.grid())?;
+    let heads = load_heads_for(&config, &backbone, &b.backend)?;
     let names = heads.names();
     let mut stage = InferenceStage::new(
         backbone.prepared.as_ref(),

@@ -15,7 +15,7 @@ use crate::calibration::{CameraCalibration, Undistorter};
 use crate::config::{self, live, NodeConfig, NodeEnv, RunFlags};
 use crate::frame::DEFAULT_FRAME_ID;
 use crate::frame::{Clock, Frame, SystemClock};
-use crate::heads::loader::load_heads;
+use crate::heads::loader::load_heads_for;
 use crate::heads::manifest::Task;
 use crate::heads::{HeadControl, HeadSet};
 use crate::pipeline::{self, InferenceStage, PipelineReport};
@@ -149,7 +149,7 @@ fn build_heads(config: &NodeConfig, backbone: &LoadedBackbone) -> Result<HeadSet
     let Some(load) = &section.load else {
         return Ok(HeadSet::new());
     };
-    let heads = load_heads(load, &backbone.model.manifest, backbone.grid())?;
+    let heads = load_heads_for(load, backbone, &config.backbone.backend)?;
     for task in Task::ALL {
         let Some(control) = heads.control(task.as_str()) else {
             continue;

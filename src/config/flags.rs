@@ -38,6 +38,9 @@ pub struct BackboneFlags {
     /// Directory of TensorRT engine and timing caches (default ~/.cache/dinov3_perception/tensorrt).
     #[arg(long, value_name = "DIR")]
     pub engine_cache: Option<PathBuf>,
+    /// Run the head graphs on the onnxruntime backend's provider too (default: on tract).
+    #[arg(long)]
+    pub onnxruntime_heads: bool,
     /// When the requested backend cannot be used (missing library or provider, failed engine
     /// build, failed parity gate): fallback (default; run on tract) | exit (exit code 2).
     #[arg(long)]

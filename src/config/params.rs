@@ -136,6 +136,12 @@ pub(super) fn backbone_specs(b: &BackboneFlags) -> Result<Vec<ParamSpec>, Config
         )
         .read_only(),
         ParamSpec::new(
+            "onnxruntime.heads",
+            Boolean(b.onnxruntime_heads),
+            "run the head graphs on the same provider as the backbone (false = on tract, on the CPU)",
+        )
+        .read_only(),
+        ParamSpec::new(
             "onnxruntime.device_id",
             Integer(0),
             "GPU index for the cuda and tensorrt providers",

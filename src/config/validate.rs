@@ -104,7 +104,7 @@ fn backend_settings(v: &Values) -> Result<BackendSettings, ConfigError> {
             library: v.path("onnxruntime.library"),
             provider,
             device_id: v.int("onnxruntime.device_id") as u32,
-            heads: false,
+            heads: v.boolean("onnxruntime.heads"),
         },
         tensorrt: TensorRtSettings {
             precision,

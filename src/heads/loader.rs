@@ -18,14 +18,22 @@ use super::classification::ClassificationHead;
 use super::depth::DepthHead;
 use super::detection::DetectionHead;
 use super::manifest::Task;
-use super::onnx::{load_onnx_head, OnnxHead};
+use super::onnx::{load_onnx_head, GraphRuntime, OnnxHead};
 use super::pca::{PcaBasis, PcaHead};
 use super::segmentation::SegmentationHead;
 use super::{HeadError, HeadSet, TaskHead};
+use crate::backend::settings::BackendSettings;
+use crate::backend::LoadedBackbone;
 use crate::model::Manifest;
 
 /// Loads head `name` from its file, checked against the backbone running at the grid.
-type LoadHead = fn(&str, &Path, &Manifest, (usize, usize)) -> Result<Box<dyn TaskHead>, HeadError>;
+type LoadHead = fn(
+    &str,
+    &Path,
+    &Manifest,
+    (usize, usize),
+    &GraphRuntime,
+) -> Result<Box<dyn TaskHead>, HeadError>;
 
 /// One head file of a heads directory.
 #[derive(Debug, Clone, Copy)]
@@ -72,16 +80,20 @@ fn onnx_head<H: OnnxHead>(
     path: &Path,
     backbone: &Manifest,
     grid: (usize, usize),
+    runtime: &GraphRuntime,
 ) -> Result<Box<dyn TaskHead>, HeadError> {
-    Ok(Box::new(load_onnx_head::<H>(name, path, backbone, grid)?))
+    Ok(Box::new(load_onnx_head::<H>(
+        name, path, backbone, grid, runtime,
+    )?))
 }
 
-/// The anomaly head loads a memory bank instead.
+/// The anomaly head loads a memory bank instead (its search runs on the CPU).
 fn anomaly_head(
     name: &str,
     path: &Path,
     backbone: &Manifest,
     grid: (usize, usize),
+    _runtime: &GraphRuntime,
 ) -> Result<Box<dyn TaskHead>, HeadError> {
     Ok(Box::new(AnomalyHead::load(name, path, backbone, grid)?))
 }
@@ -113,6 +125,31 @@ pub fn load_heads(
     backbone: &Manifest,
     grid: (usize, usize),
 ) -> Result<HeadSet, HeadError> {
+    load_heads_on(config, backbone, grid, &GraphRuntime::Tract)
+}
+
+/// The heads `config` asks for, for `backbone` as it was loaded: its manifest and grid, and
+/// the backend it runs on (the head graphs follow it onto ONNX Runtime when
+/// `settings.onnxruntime.heads` is set).
+pub fn load_heads_for(
+    config: &HeadsConfig,
+    backbone: &LoadedBackbone,
+    settings: &BackendSettings,
+) -> Result<HeadSet, HeadError> {
+    let runtime = GraphRuntime::for_backbone(settings, backbone.backend);
+    if !matches!(runtime, GraphRuntime::Tract) {
+        log::info!("head graphs run on {}", runtime.name());
+    }
+    load_heads_on(config, &backbone.model.manifest, backbone.grid(), &runtime)
+}
+
+/// [`load_heads`], the head graphs run by `runtime`.
+pub fn load_heads_on(
+    config: &HeadsConfig,
+    backbone: &Manifest,
+    grid: (usize, usize),
+    runtime: &GraphRuntime,
+) -> Result<HeadSet, HeadError> {
     let mut set = HeadSet::new();
     let add = |set: &mut HeadSet, head: Box<dyn TaskHead>| {
         // Names in HEAD_FILES are distinct, so adding cannot fail.
@@ -135,7 +172,7 @@ pub fn load_heads(
             found += 1;
             add(
                 &mut set,
-                (head.load)(head.task.as_str(), &path, backbone, grid)?,
+                (head.load)(head.task.as_str(), &path, backbone, grid, runtime)?,
             );
         }
         let pca_file = dir.join("pca.json");

@@ -16,6 +16,7 @@ use tract_onnx::prelude::*;
 
 use super::manifest::{manifest_path_for, HeadManifest};
 use super::{check_backbone, HeadError, HeadInput, TaskHead};
+use crate::backend::settings::BackendSettings;
 use crate::features::PatchGrid;
 use crate::model::{sha256_file, Manifest};
 
@@ -64,26 +65,79 @@ pub trait OnnxHead: TaskHead + Sized + 'static {
         backbone: &Manifest,
         grid: (usize, usize),
     ) -> Result<Self, HeadError> {
-        load_onnx_head(name, onnx, backbone, grid)
+        load_onnx_head(name, onnx, backbone, grid, &GraphRuntime::Tract)
     }
 }
 
-/// Load the head ONNX at `onnx` as head `H` named `name`, for `backbone` running at `grid`: the
-/// graph and its manifest ([`HeadGraph::load`] with the names of [`OnnxHead::OUTPUTS`]), each
-/// output's shape ([`HeadGraph::check_output`]), then [`OnnxHead::from_graph`].
+/// Load the head ONNX at `onnx` as head `H` named `name`, for `backbone` running at `grid`, run
+/// by `runtime`: the graph and its manifest ([`HeadGraph::load_on`] with the names of
+/// [`OnnxHead::OUTPUTS`]), each output's shape ([`HeadGraph::check_output`]), then
+/// [`OnnxHead::from_graph`].
 pub fn load_onnx_head<H: OnnxHead>(
     name: &str,
     onnx: &Path,
     backbone: &Manifest,
     grid: (usize, usize),
+    runtime: &GraphRuntime,
 ) -> Result<H, HeadError> {
     let names: Vec<&str> = H::OUTPUTS.iter().map(|&(n, _)| n).collect();
-    let graph = HeadGraph::load(onnx, backbone, grid, &names)?;
+    let graph = HeadGraph::load_on(onnx, backbone, grid, &names, runtime)?;
     let classes = graph.manifest.class_names.len();
     for (index, &(_, shape)) in H::OUTPUTS.iter().enumerate() {
         graph.check_output(index, &shape.dims(classes, grid))?;
     }
     H::from_graph(name, graph, backbone, grid)
+}
+
+/// Where head graphs run.
+#[derive(Debug, Clone, Default)]
+pub enum GraphRuntime {
+    /// tract, on the CPU.
+    #[default]
+    Tract,
+    /// ONNX Runtime on the backbone's execution provider (`onnxruntime.heads:=true`).
+    #[cfg(feature = "onnxruntime")]
+    OnnxRuntime(crate::backend::onnxruntime::SessionFactory),
+}
+
+impl GraphRuntime {
+    /// Where the heads of a backbone run: on its ONNX Runtime provider when `settings` ask for
+    /// it (`onnxruntime.heads`) and the backbone does run on onnxruntime (`in_use`, after the
+    /// parity gate and any fallback); else on tract.
+    pub fn for_backbone(settings: &BackendSettings, in_use: &str) -> Self {
+        #[cfg(feature = "onnxruntime")]
+        if settings.onnxruntime.heads && in_use == "onnxruntime" {
+            return GraphRuntime::OnnxRuntime(crate::backend::onnxruntime::SessionFactory::new(
+                settings.onnxruntime.clone(),
+                settings.tensorrt.clone(),
+                settings.threads,
+                Arc::new(|line: &str| log::warn!("{line}")),
+            ));
+        }
+        if settings.onnxruntime.heads && in_use != "onnxruntime" {
+            log::warn!(
+                "onnxruntime.heads is set but the backbone runs on {in_use}: the heads run on tract"
+            );
+        }
+        GraphRuntime::Tract
+    }
+
+    /// Name for logs.
+    pub fn name(&self) -> String {
+        match self {
+            GraphRuntime::Tract => "tract".into(),
+            #[cfg(feature = "onnxruntime")]
+            GraphRuntime::OnnxRuntime(f) => format!("onnxruntime ({})", f.provider()),
+        }
+    }
+}
+
+/// A compiled head graph.
+#[derive(Debug)]
+enum Plan {
+    Tract(Arc<TypedRunnableModel>),
+    #[cfg(feature = "onnxruntime")]
+    OnnxRuntime(crate::backend::onnxruntime::graph::OrtGraph),
 }
 
 /// A head graph checked against its manifest and the backbone, compiled once.
@@ -93,7 +147,7 @@ pub struct HeadGraph {
     pub manifest: HeadManifest,
     /// The ONNX file.
     pub path: PathBuf,
-    plan: Arc<TypedRunnableModel>,
+    plan: Plan,
     output_names: Vec<String>,
     output_shapes: Vec<Option<Vec<usize>>>,
     grid: (usize, usize),
@@ -115,12 +169,25 @@ pub struct HeadTensor {
 
 impl HeadGraph {
     /// Load `onnx` and its manifest, check both against the backbone running at `grid`, and
-    /// compile the graph. `expected_outputs` are the output names the task requires, in order.
+    /// compile the graph with tract. `expected_outputs` are the output names the task
+    /// requires, in order.
     pub fn load(
         onnx: &Path,
         backbone: &Manifest,
         grid: (usize, usize),
         expected_outputs: &[&str],
+    ) -> Result<Self, HeadError> {
+        Self::load_on(onnx, backbone, grid, expected_outputs, &GraphRuntime::Tract)
+    }
+
+    /// [`HeadGraph::load`], the graph run by `runtime`. The checks are the same (tract reads
+    /// the graph for them either way).
+    pub fn load_on(
+        onnx: &Path,
+        backbone: &Manifest,
+        grid: (usize, usize),
+        expected_outputs: &[&str],
+        runtime: &GraphRuntime,
     ) -> Result<Self, HeadError> {
         let manifest_path = manifest_path_for(onnx);
         if !onnx.exists() {
@@ -215,7 +282,46 @@ impl HeadGraph {
                     .and_then(|f| f.shape.as_concrete().map(<[usize]>::to_vec))
             })
             .collect();
-        let plan = typed.into_runnable().map_err(prepare)?;
+        let plan = match runtime {
+            GraphRuntime::Tract => Plan::Tract(typed.into_runnable().map_err(prepare)?),
+            #[cfg(feature = "onnxruntime")]
+            GraphRuntime::OnnxRuntime(factory) => {
+                let inputs = manifest
+                    .inputs
+                    .iter()
+                    .map(|name| {
+                        let dims = if name == "cls" {
+                            vec![1, c]
+                        } else {
+                            vec![1, c, h, w]
+                        };
+                        (name.clone(), dims)
+                    })
+                    .collect();
+                let stem = onnx.file_stem().and_then(|s| s.to_str()).unwrap_or("head");
+                let graph = crate::backend::onnxruntime::graph::OrtGraph::open(
+                    factory,
+                    onnx,
+                    &manifest.onnx_sha256,
+                    format!("heads/{stem}_{h}x{w}"),
+                    inputs,
+                )
+                .map_err(|reason| HeadError::Prepare {
+                    path: onnx.to_path_buf(),
+                    reason,
+                })?;
+                if graph.output_names() != output_names.as_slice() {
+                    return Err(HeadError::Prepare {
+                        path: onnx.to_path_buf(),
+                        reason: format!(
+                            "onnxruntime sees outputs {:?}, tract {output_names:?}",
+                            graph.output_names()
+                        ),
+                    });
+                }
+                Plan::OnnxRuntime(graph)
+            }
+        };
         let scratch = vec![Vec::new(); manifest.inputs.len()];
         Ok(Self {
             manifest,
@@ -297,59 +403,94 @@ impl HeadGraph {
                 patch.height, patch.width, patch.channels
             )));
         }
-        let mut values: TVec<TValue> = tvec![];
+        // Inputs in graph order: CLS as given, grids transposed into the scratch buffers.
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.manifest.inputs.len());
         for (name, buf) in self.manifest.inputs.iter().zip(&mut self.scratch) {
-            let tensor = if name == "cls" {
-                Tensor::from_shape::<f32>(&[1, c], features.cls())
-            } else {
-                let grid = if name == "patch_tokens" {
-                    Some(patch)
-                } else {
-                    self.manifest
-                        .layer_index(name)
-                        .and_then(|i| features.layer(i))
-                };
-                let grid =
-                    grid.ok_or_else(|| run_err(format!("backbone output {name} missing")))?;
-                tokens_to_chw(&grid, buf);
-                Tensor::from_shape::<f32>(&[1, c, h, w], buf)
+            if name == "cls" {
+                shapes.push(vec![1, c]);
+                continue;
             }
-            .map_err(|e| run_err(format!("{e:#}")))?;
-            values.push(tensor.into());
+            let grid = if name == "patch_tokens" {
+                Some(patch)
+            } else {
+                self.manifest
+                    .layer_index(name)
+                    .and_then(|i| features.layer(i))
+            };
+            let grid = grid.ok_or_else(|| run_err(format!("backbone output {name} missing")))?;
+            tokens_to_chw(&grid, buf);
+            shapes.push(vec![1, c, h, w]);
         }
-        let outputs = self
-            .plan
-            .run(values)
-            .map_err(|e| run_err(format!("{e:#}")))?;
-        outputs
-            .into_iter()
-            .zip(&self.output_names)
-            .map(|(value, name)| {
-                let mut tensor = value.into_tensor();
-                if tensor.datum_type() != f32::datum_type() {
-                    tensor = tensor
-                        .cast_to::<f32>()
-                        .map_err(|e| run_err(format!("{e:#}")))?
-                        .into_owned();
-                }
-                if tensor.as_plain_ram().is_none() {
-                    tensor = tensor
-                        .into_plain_ram()
-                        .map_err(|e| run_err(format!("{e:#}")))?;
-                }
-                let data = tensor
-                    .as_plain_ram()
-                    .and_then(|v| v.as_slice::<f32>().ok())
-                    .map(<[f32]>::to_vec)
-                    .ok_or_else(|| run_err(format!("output {name} is not float32")))?;
-                Ok(HeadTensor {
-                    name: name.clone(),
-                    shape: tensor.shape().to_vec(),
-                    data,
-                })
+        let inputs: Vec<(&str, &[usize], &[f32])> = self
+            .manifest
+            .inputs
+            .iter()
+            .zip(&shapes)
+            .zip(&self.scratch)
+            .map(|((name, shape), buf)| {
+                let data = if name == "cls" {
+                    features.cls()
+                } else {
+                    buf.as_slice()
+                };
+                (name.as_str(), shape.as_slice(), data)
             })
-            .collect()
+            .collect();
+        match &mut self.plan {
+            Plan::Tract(plan) => run_tract(plan, &inputs, &self.output_names, &run_err),
+            #[cfg(feature = "onnxruntime")]
+            Plan::OnnxRuntime(graph) => Ok(graph
+                .run(&inputs)
+                .map_err(run_err)?
+                .into_iter()
+                .map(|(name, shape, data)| HeadTensor { name, shape, data })
+                .collect()),
+        }
     }
+}
+
+/// Run a tract plan on `inputs` (name, shape, values).
+fn run_tract(
+    plan: &Arc<TypedRunnableModel>,
+    inputs: &[(&str, &[usize], &[f32])],
+    output_names: &[String],
+    run_err: &dyn Fn(String) -> HeadError,
+) -> Result<Vec<HeadTensor>, HeadError> {
+    let mut values: TVec<TValue> = tvec![];
+    for (_, shape, data) in inputs {
+        let tensor =
+            Tensor::from_shape::<f32>(shape, data).map_err(|e| run_err(format!("{e:#}")))?;
+        values.push(tensor.into());
+    }
+    let outputs = plan.run(values).map_err(|e| run_err(format!("{e:#}")))?;
+    outputs
+        .into_iter()
+        .zip(output_names)
+        .map(|(value, name)| {
+            let mut tensor = value.into_tensor();
+            if tensor.datum_type() != f32::datum_type() {
+                tensor = tensor
+                    .cast_to::<f32>()
+                    .map_err(|e| run_err(format!("{e:#}")))?
+                    .into_owned();
+            }
+            if tensor.as_plain_ram().is_none() {
+                tensor = tensor
+                    .into_plain_ram()
+                    .map_err(|e| run_err(format!("{e:#}")))?;
+            }
+            let data = tensor
+                .as_plain_ram()
+                .and_then(|v| v.as_slice::<f32>().ok())
+                .map(<[f32]>::to_vec)
+                .ok_or_else(|| run_err(format!("output {name} is not float32")))?;
+            Ok(HeadTensor {
+                name: name.clone(),
+                shape: tensor.shape().to_vec(),
+                data,
+            })
+        })
+        .collect()
 }
 
 /// `[h*w, C]` tokens -> `[C, h, w]` planes.

@@ -75,6 +75,7 @@ PARAMETERS = {
     'threads': (int, 0),
     'onnxruntime.library': (str, ''),
     'onnxruntime.provider': (str, 'cpu'),
+    'onnxruntime.heads': (bool, False),
     'onnxruntime.device_id': (int, 0),
     'tensorrt.precision': (str, 'fp16'),
     'tensorrt.cache_dir': (str, ''),

@@ -14,8 +14,10 @@
 //! a second session would build a second engine); sessions handed to threads share it.
 
 pub mod gpu;
+pub mod graph;
 pub mod library;
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ort::ep::{TensorRT, CUDA};
@@ -23,7 +25,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::TensorRef;
 
 use super::engine_cache::{self, EngineCacheKey};
-use super::settings::{OnnxRuntimeSettings, Provider, TensorRtSettings};
+use super::settings::{OnnxRuntimeSettings, Provider, TensorRtPrecision, TensorRtSettings};
 use super::tensorrt::known_reports;
 use super::{
     tract::default_threads, BackboneOutputs, Backend, BackendError, InputTensor, Notify,
@@ -33,22 +35,43 @@ use crate::model::{BackboneModel, InputSize};
 
 const NAME: &str = "onnxruntime";
 
-/// The onnxruntime backend.
-pub struct OnnxRuntimeBackend {
+/// How sessions are opened: library, provider, threads; shared by the backbone and the head
+/// graphs (`onnxruntime.heads`).
+#[derive(Clone)]
+pub struct SessionFactory {
     settings: OnnxRuntimeSettings,
     tensorrt: TensorRtSettings,
     threads: usize,
     notify: Notify,
 }
 
-impl std::fmt::Debug for OnnxRuntimeBackend {
+impl std::fmt::Debug for SessionFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OnnxRuntimeBackend")
+        f.debug_struct("SessionFactory")
             .field("settings", &self.settings)
             .field("tensorrt", &self.tensorrt)
             .field("threads", &self.threads)
             .finish_non_exhaustive()
     }
+}
+
+/// A graph to open a session for.
+#[derive(Debug, Clone)]
+pub struct GraphTarget<'a> {
+    /// The ONNX file.
+    pub path: &'a Path,
+    /// Its sha256 (part of the engine cache key).
+    pub sha256: &'a str,
+    /// Engine cache directory label: graph and size (`vits16_224x448`, `heads/depth_14x28`).
+    pub label: String,
+    /// Every input with the static shape it will be given.
+    pub inputs: Vec<(String, Vec<usize>)>,
+    /// Symbolic input dimensions to fix (`height`, `width` of a dynamic backbone).
+    pub dim_overrides: Vec<(String, usize)>,
+    /// Whether the graph's inputs have symbolic dimensions (TensorRT then needs a profile).
+    pub dynamic: bool,
+    /// The backbone variant, for the warnings about TensorRT versions (`None` for heads).
+    pub variant: Option<&'a str>,
 }
 
 fn unavailable(reason: String) -> BackendError {
@@ -58,16 +81,27 @@ fn unavailable(reason: String) -> BackendError {
     }
 }
 
-fn prepare_err(model: &BackboneModel, reason: impl std::fmt::Display) -> BackendError {
+fn prepare_err(path: &Path, reason: impl std::fmt::Display) -> BackendError {
     BackendError::Prepare {
         backend: NAME,
-        model: model.onnx_path.display().to_string(),
+        model: path.display().to_string(),
         reason: reason.to_string(),
     }
 }
 
-impl OnnxRuntimeBackend {
-    /// A backend with these settings; `threads` CPU threads (0 = all cores).
+fn shapes_text(inputs: &[(String, Vec<usize>)]) -> String {
+    inputs
+        .iter()
+        .map(|(name, dims)| {
+            let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
+            format!("{name}:{}", dims.join("x"))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl SessionFactory {
+    /// Sessions with these settings; `threads` CPU threads (0 = all cores).
     pub fn new(
         settings: OnnxRuntimeSettings,
         tensorrt: TensorRtSettings,
@@ -87,39 +121,48 @@ impl OnnxRuntimeBackend {
         }
     }
 
-    /// The TensorRT provider for `model` at `size`, its cache directory checked or claimed.
+    /// The provider this factory opens sessions on.
+    pub fn provider(&self) -> Provider {
+        self.settings.provider
+    }
+
+    /// The loaded runtime, with the configured provider present.
+    pub fn check(&self) -> Result<&'static library::Runtime, BackendError> {
+        let runtime = library::runtime(self.settings.library.as_deref())?;
+        require_provider(runtime, self.settings.provider)?;
+        Ok(runtime)
+    }
+
+    /// The TensorRT provider for `target`, its cache directory checked or claimed.
     fn tensorrt_provider(
         &self,
-        model: &BackboneModel,
-        size: InputSize,
+        target: &GraphTarget,
         runtime: &library::Runtime,
-    ) -> Result<(TensorRT, std::path::PathBuf, EngineCacheKey), BackendError> {
+    ) -> Result<(TensorRT, PathBuf, EngineCacheKey), BackendError> {
         let version = gpu::tensorrt_version().map_err(unavailable)?;
         let gpu = gpu::gpu_name(self.settings.device_id).map_err(unavailable)?;
         let precision = self.tensorrt.precision;
-        for report in known_reports(version, precision, &model.manifest.variant) {
-            log::warn!("{report}; the start-up parity gate checks this engine against tract");
+        if let Some(variant) = target.variant {
+            for report in known_reports(version, precision, variant) {
+                log::warn!("{report}; the start-up parity gate checks this engine against tract");
+            }
         }
+        let shapes = shapes_text(&target.inputs);
         let key = EngineCacheKey::new(
-            &model.manifest.onnx_sha256,
+            target.sha256,
             &runtime.version,
             &version.to_string(),
             &gpu,
             precision.as_str(),
-            size,
+            &shapes,
         );
-        let stem = model
-            .onnx_path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("model");
-        let dir = engine_cache::cache_dir_for(&self.tensorrt.cache_dir, stem, &key);
+        let dir = engine_cache::cache_dir_for(&self.tensorrt.cache_dir, &target.label, &key);
         let cache = engine_cache::open(&dir, &key).map_err(|e| unavailable(e.to_string()))?;
         if !cache.built {
             (self.notify)(&format!(
-                "building the TensorRT {version} {} engine for {} at {size} on {gpu} (first start with this model; this takes minutes on a Jetson); cache {}",
+                "building the TensorRT {version} {} engine for {} ({shapes}) on {gpu} (first start with this graph; this takes minutes on a Jetson); cache {}",
                 precision.as_str(),
-                model.onnx_path.display(),
+                target.path.display(),
                 dir.display()
             ));
             engine_cache::claim(&dir, &key).map_err(|e| {
@@ -132,34 +175,103 @@ impl OnnxRuntimeBackend {
         let dir_text = dir.display().to_string();
         let mut trt = TensorRT::default()
             .with_device_id(i32::try_from(self.settings.device_id).unwrap_or(0))
-            .with_fp16(precision == super::settings::TensorRtPrecision::Fp16)
+            .with_fp16(precision == TensorRtPrecision::Fp16)
             .with_engine_cache(true)
             .with_engine_cache_path(&dir_text)
             .with_timing_cache(true)
             .with_timing_cache_path(&dir_text);
-        if model.manifest.dynamic {
-            let shape = format!(
-                "{}:1x3x{}x{}",
-                model.manifest.input_name, size.height, size.width
-            );
+        if target.dynamic {
             trt = trt
-                .with_profile_min_shapes(&shape)
-                .with_profile_opt_shapes(&shape)
-                .with_profile_max_shapes(&shape);
+                .with_profile_min_shapes(&shapes)
+                .with_profile_opt_shapes(&shapes)
+                .with_profile_max_shapes(&shapes);
         }
         Ok((trt, dir, key))
     }
 
-    fn builder(&self, runtime: &library::Runtime) -> Result<SessionBuilder, String> {
-        let s = |e: ort::Error<SessionBuilder>| e.to_string();
-        ort::session::Session::builder(&runtime.environment)
-            .map_err(|e| e.to_string())?
+    /// A session for `target` on the configured provider.
+    pub fn open(&self, target: &GraphTarget) -> Result<ort::session::Session, BackendError> {
+        let runtime = self.check()?;
+        let path = target.path;
+        let builder_err = |e: ort::Error<SessionBuilder>| prepare_err(path, e);
+        let mut builder = ort::session::Session::builder(&runtime.environment)
+            .map_err(|e| prepare_err(path, e))?
             .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(s)?
+            .map_err(builder_err)?
             .with_intra_threads(self.threads)
-            .map_err(s)?
+            .map_err(builder_err)?
             .with_inter_threads(1)
-            .map_err(s)
+            .map_err(builder_err)?;
+        for (dim, value) in &target.dim_overrides {
+            builder = builder
+                .with_dimension_override(dim, *value as i64)
+                .map_err(builder_err)?;
+        }
+        let mut cache = None;
+        match self.settings.provider {
+            Provider::Cpu => {}
+            Provider::Cuda => {
+                let cuda = CUDA::default()
+                    .with_device_id(i32::try_from(self.settings.device_id).unwrap_or(0));
+                builder = builder
+                    .with_execution_providers([cuda.build().error_on_failure()])
+                    .map_err(|e| unavailable(format!("the CUDA provider failed to start: {e}")))?;
+            }
+            Provider::TensorRt => {
+                let (trt, dir, key) = self.tensorrt_provider(target, runtime)?;
+                let failed = |e: ort::Error<SessionBuilder>| {
+                    unavailable(format!("the TensorRT provider failed to start: {e}"))
+                };
+                builder = builder
+                    .with_execution_providers([trt.build().error_on_failure()])
+                    .map_err(failed)?
+                    .with_disable_cpu_fallback()
+                    .map_err(failed)?;
+                cache = Some((dir, key));
+            }
+        }
+        let session = builder.commit_from_file(path).map_err(|e| {
+            let hint = if self.settings.provider == Provider::TensorRt {
+                " (with the TensorRT provider the whole graph must run on TensorRT: export with models/export_backbone.py, which refuses If nodes, opsets below 17 and non-static shapes)"
+            } else {
+                ""
+            };
+            prepare_err(path, format!("{e}{hint}"))
+        })?;
+        if let Some((dir, key)) = cache {
+            if let Err(e) = engine_cache::mark_built(&dir, &key) {
+                log::warn!(
+                    "engine cache {}: cannot record the finished build ({e}); the next start checks it again",
+                    dir.display()
+                );
+            }
+        }
+        Ok(session)
+    }
+}
+
+/// The onnxruntime backend.
+#[derive(Debug, Clone)]
+pub struct OnnxRuntimeBackend {
+    factory: SessionFactory,
+}
+
+impl OnnxRuntimeBackend {
+    /// A backend with these settings; `threads` CPU threads (0 = all cores).
+    pub fn new(
+        settings: OnnxRuntimeSettings,
+        tensorrt: TensorRtSettings,
+        threads: usize,
+        notify: Notify,
+    ) -> Self {
+        Self {
+            factory: SessionFactory::new(settings, tensorrt, threads, notify),
+        }
+    }
+
+    /// How its sessions are opened (the head graphs use the same).
+    pub fn factory(&self) -> &SessionFactory {
+        &self.factory
     }
 }
 
@@ -188,8 +300,7 @@ impl Backend for OnnxRuntimeBackend {
     }
 
     fn check(&self) -> Result<(), BackendError> {
-        let runtime = library::runtime(self.settings.library.as_deref())?;
-        require_provider(runtime, self.settings.provider)
+        self.factory.check().map(|_| ())
     }
 
     fn prepare(
@@ -198,56 +309,31 @@ impl Backend for OnnxRuntimeBackend {
         size: InputSize,
     ) -> Result<Arc<dyn PreparedModel>, BackendError> {
         model.validate_size(size)?;
-        let runtime = library::runtime(self.settings.library.as_deref())?;
-        require_provider(runtime, self.settings.provider)?;
-        let mut builder = self.builder(runtime).map_err(|e| prepare_err(model, e))?;
-        if model.manifest.dynamic {
-            builder = builder
-                .with_dimension_override("height", size.height as i64)
-                .map_err(|e| prepare_err(model, e))?
-                .with_dimension_override("width", size.width as i64)
-                .map_err(|e| prepare_err(model, e))?;
-        }
-        let mut cache = None;
-        match self.settings.provider {
-            Provider::Cpu => {}
-            Provider::Cuda => {
-                let cuda = CUDA::default()
-                    .with_device_id(i32::try_from(self.settings.device_id).unwrap_or(0));
-                builder = builder
-                    .with_execution_providers([cuda.build().error_on_failure()])
-                    .map_err(|e| unavailable(format!("the CUDA provider failed to start: {e}")))?;
-            }
-            Provider::TensorRt => {
-                let (trt, dir, key) = self.tensorrt_provider(model, size, runtime)?;
-                let failed = |e: ort::Error<SessionBuilder>| {
-                    unavailable(format!("the TensorRT provider failed to start: {e}"))
-                };
-                builder = builder
-                    .with_execution_providers([trt.build().error_on_failure()])
-                    .map_err(failed)?
-                    .with_disable_cpu_fallback()
-                    .map_err(failed)?;
-                cache = Some((dir, key));
-            }
-        }
-        let session = builder.commit_from_file(&model.onnx_path).map_err(|e| {
-            let hint = if self.settings.provider == Provider::TensorRt {
-                " (with the TensorRT provider the whole graph must run on TensorRT: check the model is a static-shape opset >= 17 export of models/export_backbone.py with no If nodes)"
-            } else {
-                ""
-            };
-            prepare_err(model, format!("{e}{hint}"))
-        })?;
-        if let Some((dir, key)) = cache {
-            if let Err(e) = engine_cache::mark_built(&dir, &key) {
-                log::warn!(
-                    "engine cache {}: cannot record the finished build ({e}); the next start checks it again",
-                    dir.display()
-                );
-            }
-        }
-        let output_names = model.manifest.outputs.clone();
+        let m = &model.manifest;
+        let stem = model
+            .onnx_path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("model");
+        let dim_overrides = if m.dynamic {
+            vec![
+                ("height".to_string(), size.height),
+                ("width".to_string(), size.width),
+            ]
+        } else {
+            Vec::new()
+        };
+        let target = GraphTarget {
+            path: &model.onnx_path,
+            sha256: &m.onnx_sha256,
+            label: format!("{stem}_{size}"),
+            inputs: vec![(m.input_name.clone(), vec![1, 3, size.height, size.width])],
+            dim_overrides,
+            dynamic: m.dynamic,
+            variant: Some(&m.variant),
+        };
+        let session = self.factory.open(&target)?;
+        let output_names = m.outputs.clone();
         let graph_outputs: Vec<String> = session
             .outputs()
             .iter()
@@ -255,14 +341,14 @@ impl Backend for OnnxRuntimeBackend {
             .collect();
         if graph_outputs != output_names {
             return Err(prepare_err(
-                model,
+                &model.onnx_path,
                 format!("the graph outputs {graph_outputs:?}, the manifest names {output_names:?}"),
             ));
         }
         Ok(Arc::new(OrtPrepared {
             inner: Arc::new(Shared {
                 session: Mutex::new(session),
-                input_name: model.manifest.input_name.clone(),
+                input_name: m.input_name.clone(),
             }),
             size,
             output_names,
