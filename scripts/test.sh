@@ -48,4 +48,4 @@ echo "== the onnxruntime feature: clippy, then its tests on the venv's ONNX Runt
 cargo clippy --all-targets --features onnxruntime --quiet -- -D warnings
 ORT_LIB=$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -n 1)
 ORT_DYLIB_PATH="$ORT_LIB" cargo test --features onnxruntime --lib \
-    --test backbone_parity --test backend_gate --test backend_onnxruntime
+    --test backbone_parity --test backend_gate --test backend_onnxruntime --test heads_parity

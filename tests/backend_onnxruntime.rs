@@ -139,7 +139,10 @@ fn heads_follow_the_backbone_onto_onnxruntime_when_asked() {
     let o = run("onnxruntime");
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("head graphs run on onnxruntime (cpu)"), "{err}");
+    assert!(
+        err.contains("head graphs run on onnxruntime (cpu)"),
+        "{err}"
+    );
     assert!(err.contains("frame 0 depth"), "{err}");
     let o = run("tract");
     let err = stderr(&o);

@@ -281,3 +281,82 @@ def test_unmasked_key_bias_is_refused() -> None:
     meta["blocks.0.attn.qkv.bias_mask"] = torch.ones_like(meta["blocks.0.attn.qkv.bias_mask"])
     with pytest.raises(eb.UsageError, match="key bias"):
         eb.convert_meta_state_dict(meta, model.config)
+
+
+# ---------------------------------------------------------------------------------------------
+# What TensorRT needs (issue #12), and the int8-dynamic model.
+
+TINY_INT8 = FIXTURES / "tiny" / "dinov3_tiny_int8.onnx"
+
+
+def test_committed_fixtures_are_tensorrt_ready() -> None:
+    assert eb.tensorrt_problems(onnx.load(str(TINY)), dynamic=False) == []
+    assert eb.tensorrt_problems(onnx.load(str(TINY_DYN)), dynamic=True) == []
+
+
+def test_tensorrt_problems_name_if_nodes_old_opsets_and_symbolic_dims() -> None:
+    m = onnx.load(str(TINY))
+    # A symbolic batch dimension in a fixed-size export.
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    # An If node and opset 16.
+    then_g = onnx.helper.make_graph([], "t", [], [onnx.helper.make_tensor_value_info("o", onnx.TensorProto.FLOAT, [1])])
+    m.graph.node.append(onnx.helper.make_node("If", ["c"], ["o"], then_branch=then_g, else_branch=then_g))
+    for o in m.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = 16
+    problems = eb.tensorrt_problems(m, dynamic=False)
+    text = "; ".join(problems)
+    assert len(problems) == 3, text
+    assert "1 If node" in text and "below 17" in text and "pixel_values has a non-static shape ['batch'" in text
+    # The same dims are fine in a dynamic export.
+    assert len(eb.tensorrt_problems(m, dynamic=True)) == 2
+
+
+def test_int8_fixture_manifest_names_its_float_model() -> None:
+    m = json.loads(TINY_INT8.with_suffix(".json").read_text())
+    f = json.loads(TINY.with_suffix(".json").read_text())
+    assert m["onnx_file"] == TINY_INT8.name
+    assert m["onnx_sha256"] == hashlib.sha256(TINY_INT8.read_bytes()).hexdigest()
+    assert m["quantization"] == {
+        "method": "int8-dynamic",
+        "float_onnx_file": TINY.name,
+        "float_onnx_sha256": f["onnx_sha256"],
+    }
+    assert {k: v for k, v in m.items() if k not in ("onnx_file", "onnx_sha256", "quantization", "exporter")} == {
+        k: v for k, v in f.items() if k not in ("onnx_file", "onnx_sha256", "exporter")
+    }
+    ops = {n.op_type for n in onnx.load(str(TINY_INT8)).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    # Attention (activation x activation) stays float.
+    assert "MatMul" in ops
+
+
+def test_int8_model_is_close_to_pytorch_but_not_equal() -> None:
+    ref = FIXTURES / "tiny" / "reference"
+    got = run_ort(TINY_INT8, np.load(ref / "input.npy"))
+    torch_out = {"patch_tokens": np.load(ref / "patch_tokens.npy")}
+    one_minus_cos, max_abs = eb.fidelity(torch_out, got, "patch_tokens")
+    assert one_minus_cos <= 1e-3, one_minus_cos
+    assert max_abs > 1e-4, "quantised: not bit-equal to the float model"
+
+
+def test_quantize_backbone_cli_writes_the_same_model_and_refuses_bad_input(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(TINY, tmp_path / TINY.name)
+    shutil.copy(TINY.with_suffix(".json"), tmp_path / TINY.with_suffix(".json").name)
+    script = REPO / "models" / "quantize_backbone.py"
+    r = subprocess.run([sys.executable, str(script), "--model", str(tmp_path / TINY.name)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "1-cos" in r.stdout
+    out = tmp_path / TINY_INT8.name
+    # Deterministic: the committed fixture is what the script writes.
+    assert out.read_bytes() == TINY_INT8.read_bytes()
+    # Quantising a quantised model, or a model whose bytes do not match its manifest: exit 2.
+    r = subprocess.run([sys.executable, str(script), "--model", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "already quantised" in r.stderr
+    (tmp_path / TINY.name).write_bytes(b"not onnx")
+    r = subprocess.run([sys.executable, str(script), "--model", str(tmp_path / TINY.name)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "sha256" in r.stderr
