@@ -21,13 +21,12 @@ fn backend_named(name: &str, threads: usize) -> Result<Box<dyn Backend>, String>
         "tract" => Ok(Box::new(TractBackend::new(threads))),
         #[cfg(feature = "onnxruntime")]
         "onnxruntime" => {
-            let s = dinov3_perception::backend::settings::BackendSettings::tract(threads);
-            let b = dinov3_perception::backend::onnxruntime::OnnxRuntimeBackend::new(
-                s.onnxruntime,
-                s.tensorrt,
-                threads,
+            use dinov3_perception::backend::onnxruntime::{OnnxRuntimeBackend, SessionFactory};
+            use dinov3_perception::backend::settings::BackendSettings;
+            let b = OnnxRuntimeBackend::new(SessionFactory::new(
+                &BackendSettings::tract(threads),
                 std::sync::Arc::new(|_: &str| {}),
-            );
+            ));
             b.check().map_err(|e| e.to_string())?;
             Ok(Box::new(b))
         }

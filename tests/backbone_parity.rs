@@ -139,13 +139,15 @@ fn views_slice_the_outputs_without_copying() {
 #[cfg(feature = "onnxruntime")]
 mod onnxruntime {
     use super::*;
-    use dinov3_perception::backend::onnxruntime::OnnxRuntimeBackend;
+    use dinov3_perception::backend::onnxruntime::{OnnxRuntimeBackend, SessionFactory};
     use dinov3_perception::backend::settings::{BackendSettings, Provider};
     use std::sync::Arc;
 
     fn ort(threads: usize) -> OnnxRuntimeBackend {
-        let s = BackendSettings::tract(threads);
-        OnnxRuntimeBackend::new(s.onnxruntime, s.tensorrt, threads, Arc::new(|_: &str| {}))
+        OnnxRuntimeBackend::new(SessionFactory::new(
+            &BackendSettings::tract(threads),
+            Arc::new(|_: &str| {}),
+        ))
     }
 
     #[test]
@@ -176,8 +178,7 @@ mod onnxruntime {
         ] {
             let mut s = BackendSettings::tract(1);
             s.onnxruntime.provider = provider;
-            let backend =
-                OnnxRuntimeBackend::new(s.onnxruntime, s.tensorrt, 1, Arc::new(|_: &str| {}));
+            let backend = OnnxRuntimeBackend::new(SessionFactory::new(&s, Arc::new(|_: &str| {})));
             let e = backend.check().unwrap_err();
             let text = e.to_string();
             assert!(e.is_bad_input(), "{text}");

@@ -271,54 +271,46 @@ fn the_default_build_names_the_feature() {
     assert_eq!(loaded.backend, "tract");
 }
 
+/// `run --no-ros --max-frames 1` with `extra` arguments.
+fn run_once(extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["run", "--no-ros", "--max-frames", "1"];
+    args.extend_from_slice(extra);
+    common::bin(&args)
+}
+
 #[test]
 fn backend_flags_and_parameters_are_checked_naming_them() {
-    use common::{assert_bad_input, bin};
-    let o = bin(&[
-        "run",
-        "--no-ros",
-        "--max-frames",
-        "1",
-        "--backend",
-        "tensorrt",
-    ]);
-    assert_bad_input(&o, &["--backend", "onnxruntime.provider tensorrt"]);
-    let o = bin(&["run", "--no-ros", "--max-frames", "1", "--provider", "npu"]);
-    assert_bad_input(&o, &["--provider", "cpu, cuda or tensorrt"]);
-    let o = bin(&[
-        "run",
-        "--no-ros",
-        "--max-frames",
-        "1",
-        "--on-backend-failure",
-        "retry",
-    ]);
-    assert_bad_input(&o, &["--on-backend-failure", "fallback or exit"]);
-    let o = bin(&[
-        "run",
-        "--no-ros",
-        "--max-frames",
-        "1",
-        "--ros-args",
-        "-p",
-        "tensorrt.precision:=int4",
-    ]);
-    assert_bad_input(&o, &["tensorrt.precision", "fp16 or fp32"]);
-    let o = bin(&[
-        "run",
-        "--no-ros",
-        "--max-frames",
-        "1",
-        "--ros-args",
-        "-p",
-        "parity.min_cosine_fp16:=1.5",
-    ]);
-    assert_bad_input(&o, &["parity.min_cosine_fp16"]);
+    use common::assert_bad_input;
+    for (extra, mention) in [
+        (
+            &["--backend", "tensorrt"][..],
+            &["--backend", "onnxruntime.provider tensorrt"][..],
+        ),
+        (
+            &["--provider", "npu"],
+            &["--provider", "cpu, cuda or tensorrt"],
+        ),
+        (
+            &["--on-backend-failure", "retry"],
+            &["--on-backend-failure", "fallback or exit"],
+        ),
+        (
+            &["--ros-args", "-p", "tensorrt.precision:=int4"],
+            &["tensorrt.precision", "fp16 or fp32"],
+        ),
+        (
+            &["--ros-args", "-p", "parity.min_cosine_fp16:=1.5"],
+            &["parity.min_cosine_fp16"],
+        ),
+    ] {
+        assert_bad_input(&run_once(extra), mention);
+    }
     // Offline commands take the same flags.
-    let o = bin(&[
+    let model = fixture("tiny/dinov3_tiny.onnx");
+    let o = common::bin(&[
         "features",
         "--model",
-        fixture("tiny/dinov3_tiny.onnx").to_str().unwrap(),
+        model.to_str().unwrap(),
         "--image",
         "x.png",
         "--out",
@@ -333,15 +325,7 @@ fn backend_flags_and_parameters_are_checked_naming_them() {
 #[cfg(not(feature = "onnxruntime"))]
 #[test]
 fn the_default_build_falls_back_naming_the_feature() {
-    let o = common::bin(&[
-        "run",
-        "--no-ros",
-        "--no-heads",
-        "--max-frames",
-        "1",
-        "--backend",
-        "onnxruntime",
-    ]);
+    let o = run_once(&["--no-heads", "--backend", "onnxruntime"]);
     let err = common::stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(

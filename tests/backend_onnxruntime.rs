@@ -28,6 +28,13 @@ fn onnxruntime(on_failure: OnBackendFailure) -> BackendSettings {
     s
 }
 
+/// `run --no-ros --threads 1` with `extra` arguments.
+fn run_node(extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["run", "--no-ros", "--threads", "1"];
+    args.extend_from_slice(extra);
+    bin(&args)
+}
+
 fn int8() -> PathBuf {
     fixture("tiny/dinov3_tiny_int8.onnx")
 }
@@ -100,16 +107,12 @@ fn without_a_runtime_the_int8_model_falls_back_to_its_float_model_on_tract() {
 
 #[test]
 fn the_node_runs_on_onnxruntime_after_the_gate() {
-    let o = bin(&[
-        "run",
-        "--no-ros",
+    let o = run_node(&[
         "--no-heads",
         "--max-frames",
         "2",
         "--backend",
         "onnxruntime",
-        "--threads",
-        "1",
     ]);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
@@ -124,13 +127,9 @@ fn the_node_runs_on_onnxruntime_after_the_gate() {
 #[test]
 fn heads_follow_the_backbone_onto_onnxruntime_when_asked() {
     let run = |backend: &str| {
-        bin(&[
-            "run",
-            "--no-ros",
+        run_node(&[
             "--max-frames",
             "2",
-            "--threads",
-            "1",
             "--backend",
             backend,
             "--onnxruntime-heads",
@@ -155,17 +154,14 @@ fn heads_follow_the_backbone_onto_onnxruntime_when_asked() {
 
 #[test]
 fn a_missing_provider_falls_back_or_exits_2() {
-    let o = bin(&[
-        "run",
-        "--no-ros",
+    let one = [
         "--no-heads",
         "--max-frames",
         "1",
         "--backend",
         "onnxruntime",
-        "--provider",
-        "tensorrt",
-    ]);
+    ];
+    let o = run_node(&[&one[..], &["--provider", "tensorrt"]].concat());
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(
@@ -174,19 +170,13 @@ fn a_missing_provider_falls_back_or_exits_2() {
             && err.contains("prepared on tract"),
         "{err}"
     );
-    let o = bin(&[
-        "run",
-        "--no-ros",
-        "--no-heads",
-        "--max-frames",
-        "1",
-        "--backend",
-        "onnxruntime",
-        "--provider",
-        "cuda",
-        "--on-backend-failure",
-        "exit",
-    ]);
+    let o = run_node(
+        &[
+            &one[..],
+            &["--provider", "cuda", "--on-backend-failure", "exit"],
+        ]
+        .concat(),
+    );
     assert_bad_input(
         &o,
         &["the cuda execution provider is missing", "onnxruntime-gpu"],

@@ -43,11 +43,8 @@ fn runtimes() -> Vec<GraphRuntime> {
     {
         use dinov3_perception::backend::onnxruntime::SessionFactory;
         use dinov3_perception::backend::settings::BackendSettings;
-        let s = BackendSettings::tract(1);
         out.push(GraphRuntime::OnnxRuntime(SessionFactory::new(
-            s.onnxruntime,
-            s.tensorrt,
-            1,
+            &BackendSettings::tract(1),
             std::sync::Arc::new(|_: &str| {}),
         )));
     }

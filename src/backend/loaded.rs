@@ -123,12 +123,10 @@ fn accelerated(
     settings: &BackendSettings,
     notify: Notify,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    Ok(Box::new(super::onnxruntime::OnnxRuntimeBackend::new(
-        settings.onnxruntime.clone(),
-        settings.tensorrt.clone(),
-        settings.threads,
-        notify,
-    )))
+    use super::onnxruntime::{OnnxRuntimeBackend, SessionFactory};
+    Ok(Box::new(OnnxRuntimeBackend::new(SessionFactory::new(
+        settings, notify,
+    ))))
 }
 
 /// The accelerated backend `settings` asks for: not in this build.

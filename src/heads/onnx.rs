@@ -108,9 +108,7 @@ impl GraphRuntime {
         #[cfg(feature = "onnxruntime")]
         if settings.onnxruntime.heads && in_use == "onnxruntime" {
             return GraphRuntime::OnnxRuntime(crate::backend::onnxruntime::SessionFactory::new(
-                settings.onnxruntime.clone(),
-                settings.tensorrt.clone(),
-                settings.threads,
+                settings,
                 Arc::new(|line: &str| log::warn!("{line}")),
             ));
         }

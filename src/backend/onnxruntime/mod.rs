@@ -25,7 +25,9 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::TensorRef;
 
 use super::engine_cache::{self, EngineCacheKey};
-use super::settings::{OnnxRuntimeSettings, Provider, TensorRtPrecision, TensorRtSettings};
+use super::settings::{
+    BackendSettings, OnnxRuntimeSettings, Provider, TensorRtPrecision, TensorRtSettings,
+};
 use super::tensorrt::known_reports;
 use super::{
     tract::default_threads, BackboneOutputs, Backend, BackendError, InputTensor, Notify,
@@ -101,21 +103,17 @@ fn shapes_text(inputs: &[(String, Vec<usize>)]) -> String {
 }
 
 impl SessionFactory {
-    /// Sessions with these settings; `threads` CPU threads (0 = all cores).
-    pub fn new(
-        settings: OnnxRuntimeSettings,
-        tensorrt: TensorRtSettings,
-        threads: usize,
-        notify: Notify,
-    ) -> Self {
-        let threads = if threads == 0 {
+    /// Sessions as `settings` configure them (library, provider, TensorRT, threads; 0 threads =
+    /// all cores); `notify` hears about slow steps (the first TensorRT engine build).
+    pub fn new(settings: &BackendSettings, notify: Notify) -> Self {
+        let threads = if settings.threads == 0 {
             default_threads()
         } else {
-            threads
+            settings.threads
         };
         Self {
-            settings,
-            tensorrt,
+            settings: settings.onnxruntime.clone(),
+            tensorrt: settings.tensorrt.clone(),
             threads,
             notify,
         }
@@ -257,16 +255,9 @@ pub struct OnnxRuntimeBackend {
 }
 
 impl OnnxRuntimeBackend {
-    /// A backend with these settings; `threads` CPU threads (0 = all cores).
-    pub fn new(
-        settings: OnnxRuntimeSettings,
-        tensorrt: TensorRtSettings,
-        threads: usize,
-        notify: Notify,
-    ) -> Self {
-        Self {
-            factory: SessionFactory::new(settings, tensorrt, threads, notify),
-        }
+    /// The backend opening its session through `factory`.
+    pub fn new(factory: SessionFactory) -> Self {
+        Self { factory }
     }
 
     /// How its sessions are opened (the head graphs use the same).
