@@ -186,4 +186,32 @@ mod tests {
         assert_eq!(failed.status[0].level, diagnostic_level::ERROR);
         assert_eq!(failed.status[0].message, "recording stopped: disk full");
     }
+
+    #[test]
+    fn a_fallback_backend_warns_every_interval_and_errors_still_win() {
+        let d = Diagnostics::new("node", BTreeMap::new()).with_warning(Some(
+            "running on tract: onnxruntime (tensorrt, fp16) could not be used".into(),
+        ));
+        let m = d.message(&status(), Stamp(1), &[], &[]);
+        assert_eq!(m.status[0].level, diagnostic_level::WARN);
+        assert!(
+            m.status[0]
+                .message
+                .starts_with("12.5 fps, 2 dropped; running on tract"),
+            "{}",
+            m.status[0].message
+        );
+        let m = d.message(&status(), Stamp(1), &[], &["disk full".into()]);
+        assert_eq!(m.status[0].level, diagnostic_level::ERROR);
+    }
+
+    #[test]
+    fn the_starting_status_is_a_warning_naming_the_step() {
+        let m = Diagnostics::starting("node", "building the TensorRT engine", Stamp(3));
+        let s = &m.status[0];
+        assert_eq!(s.level, diagnostic_level::WARN);
+        assert_eq!(s.name, "node: pipeline");
+        assert_eq!(s.message, "starting: building the TensorRT engine");
+        assert_eq!(m.header.stamp, Time::from(Stamp(3)));
+    }
 }

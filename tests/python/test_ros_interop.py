@@ -65,8 +65,8 @@ DEMO = REPO / "models" / "demo"
 NODE_NAME = "dinov3_perception"
 # Diagnostics: the pipeline status and its keys.
 PIPELINE_STATUS_NAME = "dinov3_perception: pipeline"
-DIAG_REQUIRED_KEYS = ("fps", "frames_processed", "frames_dropped", "backend", "model",
-                      "rosout_dropped", "parameter_requests_malformed")
+DIAG_REQUIRED_KEYS = ("fps", "frames_processed", "frames_dropped", "backend", "backend_requested",
+                      "parity", "model", "rosout_dropped", "parameter_requests_malformed")
 LATENCY_KEY = re.compile(r"latency|_ms$")  # per-stage latency keys match this
 # Counter of source frames that were skipped as malformed (ROS image source).
 SOURCE_SKIPPED_KEY = "source_skipped"
@@ -937,6 +937,10 @@ def test_node_publishes_every_topic(launch):
     gaps = np.diff(sorted(s for s, _, _ in ps)) / 1e9
     assert ((gaps > 0.5) & (gaps < 2.0)).all(), gaps
     assert int(ps[-1][1]["frames_processed"]) > 0
+    # tract is the reference: no gate ran, nothing fell back.
+    assert (ps[-1][1]["backend"], ps[-1][1]["backend_requested"]) == ("tract", "tract"), ps[-1][1]
+    assert ps[-1][1]["parity"].startswith("not run"), ps[-1][1]
+    assert "backend_fallback" not in ps[-1][1]
     # Nothing floods /rosout or the parameter services in this run: both counters stay at 0.
     assert int(ps[-1][1]["rosout_dropped"]) == 0, ps[-1][1]
     assert int(ps[-1][1]["parameter_requests_malformed"]) == 0, ps[-1][1]
