@@ -1479,3 +1479,24 @@ def test_node_localhost_only_locators(launch, request):
             f"the watch saw none of the node's RTPS (prefix {prefix.hex()}) on lo: "
             f"{ {p.hex(): n for p, n in watch.loopback.items()} }")
     assert not watch.leaks, f"RTPS left the loopback interface: {watch.leaks[:5]}"
+
+
+def test_backend_fallback_is_on_diagnostics(launch):
+    """A backend that cannot be used (the default build has no onnxruntime backend; a build with
+    it lacks TensorRT here) makes the node run on tract and say so on every /diagnostics status:
+    WARN, the backend in use, the one requested and why."""
+    domain = fresh_domain()
+    peer = Peer(domain)
+    rd = peer.reader(r.dds_topic("/diagnostics"), r.DiagnosticArray, kind=RELIABLE, depth=100)
+    node = launch(node_args(max_frames=300, ros_args=["-p", "backend:=onnxruntime",
+                                                      "-p", "onnxruntime.provider:=tensorrt"]), domain)
+    got = collect({"d": rd}, 30, until=lambda o: any(
+        st.values and int({kv.key: kv.value for kv in st.values}.get("frames_processed", 0)) > 0
+        for _, _, st in pipeline_status(o["d"])), node=node)
+    ps = [p for p in pipeline_status(got["d"]) if int(p[1].get("frames_processed", 0)) > 0]
+    assert ps, "no pipeline status after the first frame\n" + node.describe()
+    _, kv, st = ps[-1]
+    assert kv["backend"] == "tract" and kv["backend_requested"] == "onnxruntime (tensorrt, fp16)", kv
+    assert "onnxruntime" in kv["backend_fallback"], kv
+    assert st.level == 1, (st.level, st.message)  # WARN
+    assert "running on tract: onnxruntime (tensorrt, fp16) could not be used" in st.message, st.message
