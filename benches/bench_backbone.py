@@ -1,6 +1,7 @@
 """Backbone benchmark: our backends vs Python onnxruntime, same ONNX, same threads, one invocation.
 
     .venv/bin/python benches/bench_backbone.py [--threads 2] [--rounds 3] [--iters 10] [--no-int8]
+        [--models vits16_224x224,vits16_448x448,vitb16_224x224]
 
 1. Generates (once; cached under target/bench-models/) full-size random-weight DINOv3 models with
    models/export_backbone.py: ViT-S/16 @224 and @448, ViT-B/16 @224, plus PyTorch references, and
@@ -104,8 +105,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--no-int8", action="store_true", help="skip the int8-dynamic rows")
+    ap.add_argument("--models", default="", help="comma-separated subset, e.g. vits16_448x448 (default: all)")
     args = ap.parse_args()
 
+    global MODELS
+    if args.models:
+        wanted = set(args.models.split(","))
+        MODELS = [m for m in MODELS if f"{m[0]}_{m[1]}x{m[2]}" in wanted]
+        if not MODELS:
+            raise SystemExit(f"--models {args.models}: none of vits16_224x224, vits16_448x448, vitb16_224x224")
     models = [export(*m) for m in MODELS]
     int8 = {onnx: quantized(onnx) for onnx, _ in models} if not args.no_int8 else {}
     subprocess.run(["cargo", "build", "--release", "--quiet", "--features", "onnxruntime",
@@ -156,7 +164,7 @@ def main() -> None:
     print()
     print(f"machine: {cpu} ({flags}), {os.cpu_count()} cores; {platform.platform()}; onnxruntime {onnxruntime.__version__}")
     print(f"command: .venv/bin/python benches/bench_backbone.py --threads {args.threads} --rounds {args.rounds} --iters {args.iters}"
-          + (" --no-int8" if args.no_int8 else ""))
+          + (" --no-int8" if args.no_int8 else "") + (f" --models {args.models}" if args.models else ""))
     print()
     print("| model | GFLOP/frame | tract ms | ours-ort ms | py-ort ms | tract/py-ort | ours-ort/py-ort (median; per round) | tract / ort GFLOP/s | start-up tract / ours-ort / py-ort (s) | peak RSS tract / ours-ort / py-ort (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|---|")

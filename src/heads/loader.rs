@@ -137,10 +137,27 @@ pub fn load_heads_for(
     settings: &BackendSettings,
 ) -> Result<HeadSet, HeadError> {
     let runtime = GraphRuntime::for_backbone(settings, backbone.backend);
-    if !matches!(runtime, GraphRuntime::Tract) {
-        log::info!("head graphs run on {}", runtime.name());
+    let (manifest, grid) = (&backbone.model.manifest, backbone.grid());
+    if matches!(runtime, GraphRuntime::Tract) {
+        return load_heads_on(config, manifest, grid, &runtime);
     }
-    load_heads_on(config, &backbone.model.manifest, backbone.grid(), &runtime)
+    match load_heads_on(config, manifest, grid, &runtime) {
+        Ok(set) => {
+            log::info!("head graphs run on {}", runtime.name());
+            Ok(set)
+        }
+        // The graph loaded on tract's checks but the provider could not take it.
+        Err(e @ HeadError::Prepare { .. })
+            if settings.on_failure == crate::backend::settings::OnBackendFailure::Fallback =>
+        {
+            log::error!(
+                "head graphs cannot run on {}: {e}; running them on tract (on_backend_failure:=exit stops the node instead)",
+                runtime.name()
+            );
+            load_heads_on(config, manifest, grid, &GraphRuntime::Tract)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// [`load_heads`], the head graphs run by `runtime`.
