@@ -978,6 +978,18 @@ def check_graph(peer, node, name, namespace, topics, timeout=30):
     pei, entry = found
     assert entry.writer_gid_seq, "no writer gids"
     pubs = peer.wait_publications(topics, timeout=15)
+    # The node announces its entities as it creates them (as rclcpp does): its writers appear in
+    # a later ros_discovery_info than the first. Use the newest one that lists every writer.
+    wanted = {p.key.bytes for t in topics for p in pubs[t]}
+
+    def newest():
+        infos.extend(s for s in rd.take(N=32) if isinstance(s, r.ParticipantEntitiesInfo))
+        latest = find_node(list(reversed(infos)), name, namespace)
+        if latest and wanted <= {bytes(g.data) for g in latest[1].writer_gid_seq}:
+            return latest
+        return None
+
+    pei, entry = wait_for(newest, timeout) or (pei, entry)
     writer_gids = {bytes(g.data) for g in entry.writer_gid_seq}
     for t in topics:
         assert pubs[t], f"no publication on {t}\n" + node.describe()
