@@ -54,9 +54,27 @@ fn unavailable(reason: String) -> BackendError {
     }
 }
 
+/// Entries of `dir` whose names start with `prefix`, sorted (none if `dir` cannot be read).
+fn entries_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// The places searched when no library is configured, in order: `ORT_DYLIB_PATH`, then files
 /// that exist in the usual install places, then the bare name for the dynamic loader.
-pub fn candidates(env_path: Option<&str>) -> Vec<PathBuf> {
+pub fn candidates(env_path: Option<&str>, virtual_env: Option<&Path>) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(p) = env_path.filter(|p| !p.is_empty()) {
         out.push(PathBuf::from(p));
@@ -73,25 +91,12 @@ pub fn candidates(env_path: Option<&str>) -> Vec<PathBuf> {
     }
     let mut wheel_dirs: Vec<PathBuf> = Vec::new();
     let mut python_roots: Vec<PathBuf> = Vec::new();
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
-        python_roots.push(PathBuf::from(venv).join("lib"));
+    if let Some(venv) = virtual_env.filter(|v| !v.as_os_str().is_empty()) {
+        python_roots.push(venv.join("lib"));
     }
     python_roots.push(PathBuf::from("/usr/local/lib"));
     for root in python_roots {
-        let Ok(entries) = std::fs::read_dir(&root) else {
-            continue;
-        };
-        let mut pythons: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("python3"))
-            })
-            .collect();
-        pythons.sort();
-        for py in pythons {
+        for py in entries_named(&root, "python3") {
             for sub in ["site-packages", "dist-packages"] {
                 wheel_dirs.push(py.join(sub).join("onnxruntime/capi"));
             }
@@ -101,21 +106,8 @@ pub fn candidates(env_path: Option<&str>) -> Vec<PathBuf> {
         "/usr/lib/python3/dist-packages/onnxruntime/capi",
     ));
     for dir in wheel_dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
         // The wheel ships `libonnxruntime.so.<version>` only.
-        let mut libs: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("libonnxruntime.so"))
-            })
-            .collect();
-        libs.sort();
-        out.extend(libs);
+        out.extend(entries_named(&dir, "libonnxruntime.so"));
     }
     out.push(PathBuf::from("libonnxruntime.so"));
     out
@@ -139,7 +131,12 @@ pub fn runtime(library: Option<&Path>) -> Result<&'static Runtime, BackendError>
     }
     let tried: Vec<PathBuf> = match library {
         Some(p) => vec![p.to_path_buf()],
-        None => candidates(std::env::var("ORT_DYLIB_PATH").ok().as_deref()),
+        None => candidates(
+            std::env::var("ORT_DYLIB_PATH").ok().as_deref(),
+            std::env::var_os("VIRTUAL_ENV")
+                .map(PathBuf::from)
+                .as_deref(),
+        ),
     };
     let mut failures = Vec::new();
     for path in &tried {
@@ -243,13 +240,34 @@ mod tests {
 
     #[test]
     fn the_environment_variable_comes_first_and_the_bare_name_last() {
-        let c = candidates(Some("/x/libonnxruntime.so.1.31.1"));
+        let c = candidates(Some("/x/libonnxruntime.so.1.31.1"), None);
         assert_eq!(c[0], PathBuf::from("/x/libonnxruntime.so.1.31.1"));
         assert_eq!(c.last().unwrap(), &PathBuf::from("libonnxruntime.so"));
         assert!(c.contains(&PathBuf::from("/usr/local/lib/libonnxruntime.so")));
         assert_eq!(
-            candidates(Some(""))[0],
+            candidates(Some(""), None)[0],
             PathBuf::from("/usr/local/lib/libonnxruntime.so")
         );
+    }
+
+    #[test]
+    fn a_virtual_environments_wheel_is_found() {
+        let venv = tempfile::tempdir().unwrap();
+        let capi = venv
+            .path()
+            .join("lib/python3.11/site-packages/onnxruntime/capi");
+        std::fs::create_dir_all(&capi).unwrap();
+        std::fs::write(capi.join("libonnxruntime.so.1.31.1"), b"").unwrap();
+        std::fs::write(capi.join("libonnxruntime_providers_shared.so"), b"").unwrap();
+        let c = candidates(None, Some(venv.path()));
+        let wheel = capi.join("libonnxruntime.so.1.31.1");
+        let at = c
+            .iter()
+            .position(|p| p == &wheel)
+            .expect("the wheel's library");
+        // After the system directories, before the loader's bare name.
+        assert!(at > c.iter().position(|p| p.starts_with("/opt")).unwrap());
+        assert_eq!(c.last().unwrap(), &PathBuf::from("libonnxruntime.so"));
+        assert!(!c.contains(&capi.join("libonnxruntime_providers_shared.so")));
     }
 }
