@@ -278,8 +278,8 @@ pub struct BackboneModel {
     pub manifest: Manifest,
     /// Facts read from the graph.
     pub graph: GraphFacts,
-    /// The decoded graph, kept so backends do not read the file twice.
-    proto: pb::ModelProto,
+    /// The decoded graph, kept so backends do not read the file twice; `None` once released.
+    proto: Option<pb::ModelProto>,
 }
 
 /// How thoroughly to load a model.
@@ -339,17 +339,13 @@ impl BackboneModel {
             manifest_path,
             manifest,
             graph,
-            proto,
+            proto: Some(proto),
         };
         model.check_consistency()?;
         Ok(model)
     }
 
     /// The decoded ONNX graph.
-    pub fn proto(&self) -> &pb::ModelProto {
-        &self.proto
-    }
-
     fn mismatch(&self, reason: String) -> ModelError {
         ModelError::Mismatch {
             manifest: self.manifest_path.clone(),
@@ -592,11 +588,24 @@ impl BackboneModel {
         vit_flops(&self.manifest, size)
     }
 
+    /// Drop the decoded graph (about the model's size in memory) once every backend that needs
+    /// it has prepared the model; the manifest and graph facts stay.
+    pub fn release_graph(&mut self) {
+        self.proto = None;
+    }
+
     /// Build the tract inference model from the decoded graph.
     pub(crate) fn tract_model(&self) -> Result<tract_onnx::prelude::InferenceModel, ModelError> {
+        let Some(proto) = &self.proto else {
+            return Err(ModelError::Unsupported {
+                path: self.onnx_path.clone(),
+                reason: "its decoded graph was released after preparation; load the model again"
+                    .into(),
+            });
+        };
         let dir = self.onnx_path.parent().and_then(|d| d.to_str());
         tract_onnx::onnx()
-            .parse(&self.proto, dir)
+            .parse(proto, dir)
             .map(|r| r.model)
             .map_err(|e| ModelError::Unsupported {
                 path: self.onnx_path.clone(),
@@ -793,6 +802,20 @@ mod tests {
             exporter: BTreeMap::new(),
             quantization: None,
         }
+    }
+
+    #[test]
+    fn a_released_graph_is_not_compiled_again() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/dinov3_tiny.onnx");
+        let mut model = BackboneModel::load(&path).unwrap();
+        assert!(model.tract_model().is_ok());
+        model.release_graph();
+        let e = model.tract_model().unwrap_err().to_string();
+        assert!(e.contains("released"), "{e}");
+        // The manifest and the graph facts stay.
+        assert_eq!(model.manifest.variant, "tiny");
+        assert!(!model.graph.outputs.is_empty());
     }
 
     #[test]

@@ -199,7 +199,7 @@ impl LoadedBackbone {
             BackendKind::Tract => {
                 let backend = TractBackend::new(settings.threads);
                 let prepared = backend.prepare(&model, size)?;
-                Ok(Self {
+                Ok(Self::released(Self {
                     model,
                     size,
                     prepared,
@@ -210,7 +210,7 @@ impl LoadedBackbone {
                         parity: None,
                         fallback: None,
                     },
-                })
+                }))
             }
             BackendKind::OnnxRuntime => {
                 let arithmetic = arithmetic(settings, &model);
@@ -259,7 +259,7 @@ impl LoadedBackbone {
                             "parity gate of {requested} against tract: {}",
                             report.summary()
                         );
-                        return Ok(Self {
+                        return Ok(Self::released(Self {
                             model,
                             size,
                             prepared,
@@ -270,7 +270,7 @@ impl LoadedBackbone {
                                 parity: Some(report),
                                 fallback: None,
                             },
-                        });
+                        }));
                     }
                     Ok(report) => {
                         let summary = report.summary();
@@ -299,7 +299,7 @@ impl LoadedBackbone {
                     Some(r) => r,
                     None => tract.prepare(reference_model, size)?,
                 };
-                Ok(Self {
+                Ok(Self::released(Self {
                     model: float.unwrap_or(model),
                     size,
                     prepared,
@@ -310,9 +310,16 @@ impl LoadedBackbone {
                         parity: report,
                         fallback: Some(reason),
                     },
-                })
+                }))
             }
         }
+    }
+
+    /// `self` with the model's decoded graph dropped: every backend has prepared it by now, and
+    /// it holds about the model's size in memory for the rest of the run.
+    fn released(mut self) -> Self {
+        self.model.release_graph();
+        self
     }
 
     /// The patch grid (rows, columns) at the prepared size.
