@@ -8,7 +8,8 @@
    their int8-dynamic quantisations (models/quantize_backbone.py).
 2. Builds examples/backbone_timing.rs in release mode with the onnxruntime feature.
 3. For each model runs, in fresh processes and rotating order (--rounds times each, so machine
-   noise hits all alike): tract; our onnxruntime backend (CPU provider, the venv's own
+   noise hits all alike): the native engine (reading the checkpoint folder export_backbone.py
+   writes beside the ONNX; also at batch 2 and 4); tract; our onnxruntime backend (CPU provider, the venv's own
    libonnxruntime through ORT_DYLIB_PATH, so both wrappers run the same library); Python
    onnxruntime; and for the int8 model our onnxruntime backend and Python onnxruntime again.
    Reports median ms/frame, GFLOP/s, ratios to Python onnxruntime fp32 (our wrapper must add no
@@ -34,6 +35,7 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 CACHE = ROOT / "target" / "bench-models"
 PY = sys.executable
 MODELS = [("vits16", 224, 224), ("vits16", 448, 448), ("vitb16", 224, 224)]
+BATCHES = (2, 4)
 
 
 def export(variant: str, h: int, w: int) -> tuple[Path, Path]:
@@ -129,10 +131,13 @@ def main() -> None:
         f = flops(onnx)
         want_parity = variant == "vits16" and h == 224
         engines = {
+            "native": [timing, "native", str(onnx), t, n, str(ref)],
             "tract": [timing, "tract", str(onnx), t, n] + ([str(ref)] if want_parity else []),
             "ours": [timing, "onnxruntime", str(onnx), t, n],
             "python": py_ort + [str(onnx), t, n],
         }
+        for b in BATCHES:
+            engines[f"native_b{b}"] = [timing, "native", str(onnx), t, n, str(ref), "--batch", str(b)]
         if onnx in int8:
             engines["ours_int8"] = [timing, "onnxruntime", str(int8[onnx]), t, n, str(ref)]
             engines["python_int8"] = py_ort + [str(int8[onnx]), t, n]
@@ -186,6 +191,24 @@ def main() -> None:
             p = (q["parity"] or {}).get("patch_tokens", {})
             fid = f"{1 - p['mean_cosine']:.2e}, {p['max_abs']:.2e}" if p else "n/a"
             print(f"| {name} | {q['ms']:.1f} | {pq['ms']:.1f} | {q['ms'] / py['ms']:.2f} | {q['ms'] / pq['ms']:.2f} | {fid} |")
+    print()
+    print("| model | native ms | py-ort ms | native/py-ort | native GFLOP/s | start-up native (s) | peak RSS native (MiB) | native vs PyTorch patch_tokens: mean cos, max abs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, gf, s in rows:
+        nat, py = s["native"], s["python"]
+        p = (nat["parity"] or {}).get("patch_tokens", {})
+        fid = f"{p['mean_cosine']:.8f}, {p['max_abs']:.2e}" if p else "n/a"
+        print(f"| {name} | {nat['ms']:.1f} | {py['ms']:.1f} | {nat['ms'] / py['ms']:.2f} | {gf / nat['ms'] * 1e3:.0f} "
+              f"| {nat['startup_s']:.2f} | {nat['rss']:.0f} | {fid} |")
+    print()
+    print("| model | native ms/frame at batch 1 / " + " / ".join(str(b) for b in BATCHES) + " | per frame vs py-ort batch 1 |")
+    print("|---|---|---|")
+    for name, gf, s in rows:
+        per = [s["native"]["ms"]] + [s[f"native_b{b}"]["ms"] / b for b in BATCHES]
+        py_ms = s["python"]["ms"]
+        ms = " / ".join(f"{x:.1f}" for x in per)
+        ratio = " / ".join(f"{x / py_ms:.2f}" for x in per)
+        print(f"| {name} | {ms} | {ratio} |")
     if parity:
         print()
         print("tract vs PyTorch, full-size ViT-S/16 @224 (random weights, seeded input):")

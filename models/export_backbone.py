@@ -65,6 +65,7 @@ import json
 import math
 import platform
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -646,6 +647,37 @@ def save_single_file(proto: onnx.ModelProto, out: Path) -> None:
             raise RuntimeError(f"initializer {init.name} was saved as external data")
 
 
+def weights_dir_for(out: Path) -> Path:
+    """The checkpoint folder written beside ``out``: ``NAME.hf/``."""
+    return out.with_suffix(".hf")
+
+
+def write_weights_folder(out: Path, loaded: LoadedModel) -> tuple[str, str]:
+    """Write the exported weights as a Hugging Face folder beside the ONNX (``NAME.hf/``:
+    ``config.json``, ``model.safetensors``, ``preprocessor_config.json``), which the native
+    engine reads. A ``--checkpoint`` folder's own ``config.json`` and ``model.safetensors`` are
+    copied byte for byte, so the weights keep their identity (the sha256 of
+    ``model.safetensors``) whether heads are trained on the ONNX or on the folder. Returns the
+    folder's name and that sha256."""
+    folder = weights_dir_for(out)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    src = Path(loaded.source["path"]) if loaded.source.get("path") else None
+    if loaded.source["kind"] == "huggingface" and src is not None and (src / "model.safetensors").is_file():
+        shutil.copyfile(src / "model.safetensors", folder / "model.safetensors")
+        shutil.copyfile(src / "config.json", folder / "config.json")
+    else:
+        loaded.model.save_pretrained(str(folder), safe_serialization=True)
+    if src is not None and (src / "preprocessor_config.json").is_file():
+        shutil.copyfile(src / "preprocessor_config.json", folder / "preprocessor_config.json")
+    else:
+        (folder / "preprocessor_config.json").write_text(
+            json.dumps({"image_mean": loaded.image_mean, "image_std": loaded.image_std}, indent=2) + "\n"
+        )
+    return folder.name, sha256_of(folder / "model.safetensors")
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -855,6 +887,8 @@ def run(args: argparse.Namespace) -> int:
 
     import onnxscript
 
+    weights_dir, weights_sha256 = write_weights_folder(out, loaded)
+    print(f"  checkpoint folder {out.parent / weights_dir} (model.safetensors sha256 {weights_sha256[:12]})")
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -877,6 +911,8 @@ def run(args: argparse.Namespace) -> int:
         "onnx_sha256": sha256_of(out),
         "opset": OPSET,
         "parameter_count": int(sum(p.numel() for p in model.parameters())),
+        "weights_dir": weights_dir,
+        "weights_sha256": weights_sha256,
         "exporter": {
             "python": platform.python_version(),
             "torch": torch.__version__,

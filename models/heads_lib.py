@@ -75,8 +75,16 @@ class BackboneInfo:
             "hidden_size": self.hidden_size,
             "patch_size": STRIDE,
             "grid": [h, w],
-            "onnx_sha256": self.sha256,
+            # The weights' identity (the checkpoint folder's model.safetensors sha256), so the
+            # heads also run on the native engine reading that folder; older exports: the ONNX's.
+            "onnx_sha256": self.identity,
         }
+
+    @property
+    def identity(self) -> str:
+        """The sha256 heads record: the weights', else the float ONNX's, else this ONNX's."""
+        q = self.manifest.get("quantization") or {}
+        return self.manifest.get("weights_sha256") or q.get("float_onnx_sha256") or self.sha256
 
 
 def load_backbone(onnx_path: Path, height: int | None = None, width: int | None = None) -> BackboneInfo:

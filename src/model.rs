@@ -6,6 +6,8 @@
 //! size, grid), so a mismatch is reported at start-up, naming the file and the fix, instead of as
 //! a shape error deep inside the backend.
 
+pub mod hf;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
@@ -85,6 +87,14 @@ pub enum ModelError {
         /// Requested width.
         width: usize,
         /// Why, and the fix.
+        reason: String,
+    },
+    /// A Hugging Face checkpoint folder is incomplete or not a DINOv3 ViT.
+    #[error("{path}: {reason}; a checkpoint folder holds config.json and model.safetensors of a DINOv3 ViT as transformers saves it (e.g. facebook/dinov3-vits16-pretrain-lvd1689m), or re-export with models/export_backbone.py")]
+    BadCheckpoint {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong (names the tensor where one is).
         reason: String,
     },
     /// tract could not turn the graph into a model.
@@ -168,6 +178,14 @@ pub struct Manifest {
     /// was made from (the parity reference, and the identity its heads were trained on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
+    /// The same weights as a Hugging Face checkpoint folder (`config.json` +
+    /// `model.safetensors`) beside the ONNX, which the native engine reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_dir: Option<String>,
+    /// Hex sha256 of that folder's `model.safetensors`: the weights' identity, the same
+    /// whether they run from this ONNX or from the folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
 }
 
 /// How a quantised backbone was made from its float model.
@@ -188,9 +206,29 @@ impl Manifest {
     /// sha256 for a quantised model (heads trained on the float model work on it), else this
     /// ONNX's.
     pub fn identity_sha256(&self) -> &str {
+        if let Some(w) = &self.weights_sha256 {
+            return w;
+        }
         self.quantization
             .as_ref()
             .map_or(&self.onnx_sha256, |q| &q.float_onnx_sha256)
+    }
+
+    /// Whether `sha256` (recorded by a head or bank) names these weights: the weights'
+    /// sha256, or the ONNX's (heads trained before the weights had their own identity).
+    pub fn is_identity(&self, sha256: &str) -> bool {
+        let float = self
+            .quantization
+            .as_ref()
+            .map(|q| q.float_onnx_sha256.as_str());
+        [
+            self.weights_sha256.as_deref(),
+            float,
+            Some(self.onnx_sha256.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|s| !s.is_empty() && s.eq_ignore_ascii_case(sha256))
     }
 }
 
@@ -248,8 +286,8 @@ impl fmt::Display for TensorSignature {
     }
 }
 
-/// Facts read from the ONNX graph itself.
-#[derive(Debug, Clone)]
+/// Facts read from the ONNX graph itself (empty for a checkpoint folder).
+#[derive(Debug, Clone, Default)]
 pub struct GraphFacts {
     /// Graph inputs that are not initializers.
     pub inputs: Vec<TensorSignature>,
@@ -267,11 +305,23 @@ pub struct GraphFacts {
     pub producer: String,
 }
 
-/// A backbone model: the ONNX graph, its manifest, and the facts checked between them.
+/// What a backbone model was loaded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// An ONNX graph with its JSON manifest (`models/export_backbone.py`).
+    Onnx,
+    /// A Hugging Face checkpoint folder (no graph: the native engine runs it).
+    HuggingFace,
+}
+
+/// A backbone model: the ONNX graph, its manifest, and the facts checked between them; or a
+/// Hugging Face checkpoint folder with the manifest that describes it.
 #[derive(Debug, Clone)]
 pub struct BackboneModel {
-    /// The `.onnx` file.
+    /// The `.onnx` file (the folder, for a Hugging Face checkpoint).
     pub onnx_path: PathBuf,
+    /// What it was loaded from.
+    pub format: ModelFormat,
     /// The `.json` manifest.
     pub manifest_path: PathBuf,
     /// The manifest, validated against the graph.
@@ -280,6 +330,10 @@ pub struct BackboneModel {
     pub graph: GraphFacts,
     /// The decoded graph, kept so backends do not read the file twice; `None` once released.
     proto: Option<pb::ModelProto>,
+    /// The size a dynamic model runs at when none is asked for (a folder's `image_size`).
+    default_size: Option<InputSize>,
+    /// Whether the weights folder's sha256 was already checked (a folder is hashed at load).
+    weights_verified: bool,
 }
 
 /// How thoroughly to load a model.
@@ -308,8 +362,12 @@ impl BackboneModel {
         Self::load_with(onnx, LoadOptions::default())
     }
 
-    /// [`BackboneModel::load`] with options.
+    /// [`BackboneModel::load`] with options. `onnx` may also be a Hugging Face checkpoint
+    /// folder.
     pub fn load_with(onnx: &Path, options: LoadOptions) -> Result<Self, ModelError> {
+        if onnx.is_dir() {
+            return Self::load_folder(onnx);
+        }
         let manifest_path = manifest_path_for(onnx);
         if onnx.extension().and_then(|e| e.to_str()) != Some("onnx") {
             return Err(ModelError::Unreadable {
@@ -336,13 +394,95 @@ impl BackboneModel {
         let graph = graph_facts(&proto);
         let model = Self {
             onnx_path: onnx.to_path_buf(),
+            format: ModelFormat::Onnx,
             manifest_path,
             manifest,
             graph,
             proto: Some(proto),
+            default_size: None,
+            weights_verified: false,
         };
         model.check_consistency()?;
         Ok(model)
+    }
+
+    /// A Hugging Face checkpoint folder: the manifest follows from `config.json` (dynamic
+    /// size, default [`hf::ViTConfig::default_layers`]) and the weights' sha256.
+    fn load_folder(dir: &Path) -> Result<Self, ModelError> {
+        if !hf::is_checkpoint_folder(dir) {
+            return Err(ModelError::BadCheckpoint {
+                path: dir.to_path_buf(),
+                reason: format!("the folder has no {}", hf::CONFIG_FILE),
+            });
+        }
+        let config = hf::ViTConfig::read(dir)?;
+        let (image_mean, image_std) = hf::read_normalisation(dir)?;
+        let weights = dir.join(hf::WEIGHTS_FILE);
+        let weights_sha256 = sha256_file(&weights)?;
+        let layers = config.default_layers();
+        let mut outputs: Vec<String> = CORE_OUTPUTS.iter().map(|s| s.to_string()).collect();
+        outputs.extend(layers.iter().map(|l| format!("layer_{l}")));
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT.into(),
+            format_version: MANIFEST_FORMAT_VERSION,
+            variant: config.variant().into(),
+            patch_size: config.patch_size,
+            hidden_size: config.hidden_size,
+            num_layers: config.num_hidden_layers,
+            num_heads: config.num_attention_heads,
+            num_register_tokens: config.num_register_tokens,
+            input_name: "pixel_values".into(),
+            input_height: None,
+            input_width: None,
+            dynamic: true,
+            layers,
+            outputs,
+            image_mean,
+            image_std,
+            source: ManifestSource {
+                kind: "huggingface".into(),
+                path: Some(dir.display().to_string()),
+                seed: None,
+            },
+            onnx_file: String::new(),
+            onnx_sha256: String::new(),
+            opset: 0,
+            parameter_count: 0,
+            exporter: BTreeMap::new(),
+            quantization: None,
+            weights_dir: Some(".".into()),
+            weights_sha256: Some(weights_sha256),
+        };
+        let size = config.image_size - config.image_size % config.patch_size.max(1);
+        Ok(Self {
+            onnx_path: dir.to_path_buf(),
+            format: ModelFormat::HuggingFace,
+            manifest_path: dir.join(hf::CONFIG_FILE),
+            manifest,
+            graph: GraphFacts::default(),
+            proto: None,
+            default_size: (size > 0).then_some(InputSize {
+                height: size,
+                width: size,
+            }),
+            weights_verified: true,
+        })
+    }
+
+    /// The checkpoint folder holding these weights for the native engine, and the sha256 its
+    /// `model.safetensors` must have (`None`: already checked at load).
+    pub fn weights_folder(&self) -> Option<(PathBuf, Option<&str>)> {
+        let rel = self.manifest.weights_dir.as_ref()?;
+        let dir = match self.format {
+            ModelFormat::HuggingFace => self.onnx_path.clone(),
+            ModelFormat::Onnx => self.onnx_path.parent().unwrap_or(Path::new(".")).join(rel),
+        };
+        let sha = if self.weights_verified {
+            None
+        } else {
+            self.manifest.weights_sha256.as_deref()
+        };
+        Some((dir, sha))
     }
 
     /// The decoded ONNX graph.
@@ -566,7 +706,7 @@ impl BackboneModel {
 
     /// Resolve the input size: the fixed size, or `requested` for a dynamic model.
     pub fn resolve_size(&self, requested: Option<InputSize>) -> Result<InputSize, ModelError> {
-        match (self.fixed_input_size(), requested) {
+        match (self.fixed_input_size().or(self.default_size), requested) {
             (_, Some(size)) => {
                 self.validate_size(size)?;
                 Ok(size)
@@ -597,10 +737,13 @@ impl BackboneModel {
     /// Build the tract inference model from the decoded graph.
     pub(crate) fn tract_model(&self) -> Result<tract_onnx::prelude::InferenceModel, ModelError> {
         let Some(proto) = &self.proto else {
+            let reason = match self.format {
+                ModelFormat::HuggingFace => "it is a Hugging Face checkpoint folder, not an ONNX graph: run it on backend native, or export it with models/export_backbone.py --checkpoint FOLDER for tract and onnxruntime",
+                ModelFormat::Onnx => "its decoded graph was released after preparation; load the model again",
+            };
             return Err(ModelError::Unsupported {
                 path: self.onnx_path.clone(),
-                reason: "its decoded graph was released after preparation; load the model again"
-                    .into(),
+                reason: reason.into(),
             });
         };
         let dir = self.onnx_path.parent().and_then(|d| d.to_str());
@@ -801,6 +944,8 @@ mod tests {
             parameter_count: 0,
             exporter: BTreeMap::new(),
             quantization: None,
+            weights_dir: None,
+            weights_sha256: None,
         }
     }
 

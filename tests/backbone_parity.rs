@@ -1,4 +1,4 @@
-//! tract (and, with the `onnxruntime` feature, our onnxruntime backend on its CPU provider) vs
+//! tract, the native engine (and, with the `onnxruntime` feature, our onnxruntime backend on its CPU provider) vs
 //! PyTorch on the committed architecture-exact tiny DINOv3 fixtures.
 //!
 //! The onnxruntime tests load the library the way the node does (`ORT_DYLIB_PATH`, then the
@@ -19,6 +19,7 @@ mod common;
 use std::path::Path;
 
 use common::{fixture, npy};
+use dinov3_perception::backend::native::NativeBackend;
 use dinov3_perception::backend::tract::TractBackend;
 use dinov3_perception::backend::{Backend, InputTensor};
 use dinov3_perception::tolerance::{
@@ -103,6 +104,29 @@ fn dynamic_fixture_matches_pytorch_at_two_sizes() {
     let model = fixture("tiny_dynamic/dinov3_tiny_dynamic.onnx");
     check_parity(&model, &fixture("tiny_dynamic/reference_64x96"), 2);
     check_parity(&model, &fixture("tiny_dynamic/reference_80x48"), 2);
+}
+
+/// The native engine on the checkpoint folder `export_backbone.py` wrote beside the tiny ONNX
+/// (the same seeded weights as both ONNX fixtures), at three references of two sizes.
+#[test]
+fn native_engine_on_the_checkpoint_folder_matches_pytorch() {
+    let folder = fixture("tiny/dinov3_tiny.hf");
+    for threads in [1, 2] {
+        let native = NativeBackend::new(threads);
+        check_parity_on(&native, &folder, &fixture("tiny/reference"));
+        check_parity_on(&native, &folder, &fixture("tiny_dynamic/reference_64x96"));
+        check_parity_on(&native, &folder, &fixture("tiny_dynamic/reference_80x48"));
+    }
+}
+
+/// Given the ONNX, the native engine reads the folder its manifest names.
+#[test]
+fn native_engine_on_the_onnx_export_matches_pytorch() {
+    check_parity_on(
+        &NativeBackend::new(2),
+        &fixture("tiny/dinov3_tiny.onnx"),
+        &fixture("tiny/reference"),
+    );
 }
 
 #[test]

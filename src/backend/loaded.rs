@@ -8,13 +8,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::native::NativeBackend;
 use super::parity::{self, Arithmetic, ParityReport};
 use super::settings::{
     BackendKind, BackendSettings, OnBackendFailure, Provider, TensorRtPrecision,
 };
 use super::tract::TractBackend;
 use super::{Backend, BackendError, PreparedModel};
-use crate::model::{BackboneModel, InputSize, ModelError};
+use crate::model::{BackboneModel, InputSize, ModelError, ModelFormat};
 
 /// Called with a status line while a slow start-up step runs (the first TensorRT engine build).
 pub type Notify = Arc<dyn Fn(&str) + Send + Sync>;
@@ -94,6 +95,7 @@ pub struct LoadedBackbone {
 pub fn describe(settings: &BackendSettings) -> String {
     match settings.kind {
         BackendKind::Tract => "tract".to_string(),
+        BackendKind::Native => "native".to_string(),
         BackendKind::OnnxRuntime => match settings.onnxruntime.provider {
             Provider::TensorRt => format!(
                 "onnxruntime (tensorrt, {})",
@@ -212,11 +214,58 @@ impl LoadedBackbone {
                     },
                 }))
             }
+            BackendKind::Native => Self::native(model, size, settings),
             BackendKind::OnnxRuntime => {
                 let arithmetic = arithmetic(settings, &model);
                 let candidate = accelerated(settings, notify);
                 Self::gated(model, size, candidate, arithmetic, settings)
             }
+        }
+    }
+
+    /// The native engine; tract instead when it cannot run an ONNX model (no checkpoint folder
+    /// beside it) and `on_backend_failure` is `fallback`. The engine is checked against
+    /// PyTorch by the tests, not gated against tract at start-up (a folder has no graph).
+    fn native(
+        model: BackboneModel,
+        size: InputSize,
+        settings: &BackendSettings,
+    ) -> Result<Self, BackendError> {
+        let native = NativeBackend::new(settings.threads);
+        let status = |in_use: &'static str, fallback: Option<String>| BackendStatus {
+            requested: describe(settings),
+            in_use,
+            parity: None,
+            fallback,
+        };
+        match native.prepare(&model, size) {
+            Ok(prepared) => Ok(Self::released(Self {
+                model,
+                size,
+                prepared,
+                backend: native.name(),
+                status: status(native.name(), None),
+            })),
+            Err(e)
+                if settings.on_failure == OnBackendFailure::Fallback
+                    && model.format == ModelFormat::Onnx
+                    && matches!(e, BackendError::Unavailable { .. }) =>
+            {
+                log::warn!(
+                    "native cannot run {}: {e}; running on tract instead",
+                    model.onnx_path.display()
+                );
+                let tract = TractBackend::new(settings.threads);
+                let prepared = tract.prepare(&model, size)?;
+                Ok(Self::released(Self {
+                    model,
+                    size,
+                    prepared,
+                    backend: tract.name(),
+                    status: status(tract.name(), Some(e.to_string())),
+                }))
+            }
+            Err(e) => Err(e),
         }
     }
 

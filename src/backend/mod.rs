@@ -14,6 +14,7 @@
 
 pub mod engine_cache;
 mod loaded;
+pub mod native;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
 pub mod parity;
@@ -26,6 +27,11 @@ pub use loaded::{describe, BackendStatus, LoadedBackbone, Notify};
 use std::sync::Arc;
 
 use crate::model::{BackboneModel, InputSize, ModelError};
+
+/// Available cores, or 1 when unknown: the default thread count of every CPU backend.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// Errors from a backend. Each names what failed and how to fix it.
 #[derive(Debug, thiserror::Error)]

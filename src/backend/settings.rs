@@ -15,17 +15,24 @@ pub enum BackendKind {
     Tract,
     /// ONNX Runtime loaded at run time (feature `onnxruntime`), on one [`Provider`].
     OnnxRuntime,
+    /// The native DINOv3 engine, pure Rust, reading the checkpoint folder.
+    Native,
 }
 
 impl BackendKind {
     /// Every backend, by configuration name.
-    pub const ALL: [BackendKind; 2] = [BackendKind::Tract, BackendKind::OnnxRuntime];
+    pub const ALL: [BackendKind; 3] = [
+        BackendKind::Tract,
+        BackendKind::OnnxRuntime,
+        BackendKind::Native,
+    ];
 
     /// The configuration name.
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Tract => "tract",
             BackendKind::OnnxRuntime => "onnxruntime",
+            BackendKind::Native => "native",
         }
     }
 }
@@ -42,10 +49,11 @@ impl FromStr for BackendKind {
         match s {
             "tract" => Ok(BackendKind::Tract),
             "onnxruntime" => Ok(BackendKind::OnnxRuntime),
+            "native" => Ok(BackendKind::Native),
             "tensorrt" => Err(
                 "\"tensorrt\" is an execution provider of the onnxruntime backend: give backend onnxruntime with onnxruntime.provider tensorrt (flags: --backend onnxruntime --provider tensorrt)".into(),
             ),
-            other => Err(format!("{other:?}: give tract or onnxruntime")),
+            other => Err(format!("{other:?}: give native, tract or onnxruntime")),
         }
     }
 }

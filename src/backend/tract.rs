@@ -11,8 +11,8 @@ use tract_onnx::tract_core::runtime::RunOptions;
 use tract_onnx::tract_core::tract_linalg::multithread::Executor;
 
 use super::{
-    BackboneOutputs, Backend, BackendError, InputTensor, OutputStorage, OutputTensor,
-    PreparedModel, Session,
+    default_threads, BackboneOutputs, Backend, BackendError, InputTensor, OutputStorage,
+    OutputTensor, PreparedModel, Session,
 };
 use crate::model::{BackboneModel, InputSize};
 
@@ -39,11 +39,6 @@ impl TractBackend {
     pub fn threads(&self) -> usize {
         self.threads
     }
-}
-
-/// Available cores, or 1 when unknown.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Backend for TractBackend {

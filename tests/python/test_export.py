@@ -33,6 +33,7 @@ MANIFEST_KEYS = {
     "format", "format_version", "variant", "patch_size", "hidden_size", "num_layers", "num_heads",
     "num_register_tokens", "input_name", "input_height", "input_width", "dynamic", "layers", "outputs",
     "image_mean", "image_std", "source", "onnx_file", "onnx_sha256", "opset", "parameter_count", "exporter",
+    "weights_dir", "weights_sha256",
 }
 
 
@@ -112,7 +113,9 @@ def test_manifest(path: Path) -> None:
     manifest_path = path.with_suffix(".json")
     text = manifest_path.read_text()
     m = json.loads(text)
-    assert set(m) == MANIFEST_KEYS
+    # The dynamic fixture predates checkpoint folders: the native engine reads the static
+    # fixture's folder (the same weights) at any size.
+    assert set(m) == (MANIFEST_KEYS if path == TINY else MANIFEST_KEYS - {"weights_dir", "weights_sha256"})
     assert text == json.dumps(m, indent=2, sort_keys=True) + "\n"
     assert m["onnx_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert m["onnx_file"] == path.name
@@ -190,6 +193,39 @@ def test_export_from_huggingface_folder(tmp_path: Path) -> None:
     for name in m["outputs"]:
         np.testing.assert_allclose(a[name], b[name], rtol=0, atol=1e-6)
         np.testing.assert_allclose(a[name], np.load(ref_hf / f"{name}.npy"), rtol=0, atol=1e-5)
+
+
+def test_export_writes_the_weights_as_a_checkpoint_folder(tmp_path: Path) -> None:
+    """Beside every ONNX: NAME.hf/ (config.json + model.safetensors) with the same weights,
+    which transformers loads back to PyTorch's reference numbers, and its sha256 in the
+    manifest as the weights' identity."""
+    m = json.loads(TINY.with_suffix(".json").read_text())
+    folder = TINY.parent / m["weights_dir"]
+    assert folder.name == "dinov3_tiny.hf"
+    assert m["weights_sha256"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    model = eb.DINOv3ViTModel.from_pretrained(str(folder), local_files_only=True).eval()
+    model.set_attn_implementation("eager")
+    ref = FIXTURES / "tiny" / "reference"
+    got = eb.pytorch_reference(model, [1, 2], np.load(ref / "input.npy"))
+    for name in OUTPUTS:
+        np.testing.assert_allclose(got[name], np.load(ref / f"{name}.npy"), rtol=0, atol=1e-5)
+    assert json.loads((folder / "preprocessor_config.json").read_text())["image_std"] == m["image_std"]
+    # The quantised model keeps the float weights' identity (its heads are the float model's).
+    q = json.loads(TINY_INT8.with_suffix(".json").read_text())
+    assert q["weights_sha256"] == m["weights_sha256"]
+
+
+def test_export_from_a_checkpoint_folder_keeps_its_identity(tmp_path: Path) -> None:
+    """Exporting a downloaded folder copies its model.safetensors byte for byte, so heads
+    trained on the ONNX also match the folder itself (the native engine's input)."""
+    folder = FIXTURES / "tiny" / "dinov3_tiny.hf"
+    out = tmp_path / "again.onnx"
+    r = _cli("--checkpoint", str(folder), "--height", "32", "--width", "32", "--out", str(out), "--no-verify")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(out.with_suffix(".json").read_text())
+    assert m["weights_dir"] == "again.hf"
+    assert m["weights_sha256"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert (out.with_suffix(".hf") / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
 
 
 def hf_to_meta_state_dict(model: "eb.DINOv3ViTModel", key_bias_noise: bool = True) -> dict[str, torch.Tensor]:

@@ -183,7 +183,7 @@ def test_manifest(trained: dict[str, Path], task: str) -> None:
     assert m["onnx_sha256"] == hashlib.sha256((trained["out"] / f"{task}.onnx").read_bytes()).hexdigest()
     assert m["backbone"] == {
         "variant": "tiny", "hidden_size": 64, "patch_size": 16, "grid": [4, 6],
-        "onnx_sha256": TINY_MANIFEST["onnx_sha256"],
+        "onnx_sha256": TINY_MANIFEST["weights_sha256"],
     }
     assert m["inputs"] == EXPECTED[task][0]
     for other in ("detection", "segmentation", "depth", "classification"):

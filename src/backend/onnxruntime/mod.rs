@@ -30,8 +30,8 @@ use super::settings::{
 };
 use super::tensorrt::known_reports;
 use super::{
-    tract::default_threads, BackboneOutputs, Backend, BackendError, InputTensor, Notify,
-    OutputTensor, PreparedModel, Session,
+    default_threads, BackboneOutputs, Backend, BackendError, InputTensor, Notify, OutputTensor,
+    PreparedModel, Session,
 };
 use crate::model::{BackboneModel, InputSize};
 
