@@ -133,6 +133,220 @@ pub fn map_read_only(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(file) }
 }
 
+/// A fixed team of threads for the engine's parallel passes: the caller is member 0, the
+/// other `threads - 1` wait (spinning briefly, then on a condition variable) for the next pass.
+///
+/// Unlike a work-stealing pool, handing a pass to the team allocates nothing: the pass is a
+/// borrowed closure published under a mutex, and [`Team::run`] returns only when every member
+/// has finished it. One caller at a time runs a pass (a second waits for the first).
+pub struct Team {
+    shared: std::sync::Arc<TeamShared>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    caller: std::sync::Mutex<()>,
+}
+
+/// A pass as the members see it: a type-erased pointer to the caller's closure.
+#[derive(Clone, Copy)]
+struct Job(*const (dyn Fn(usize) + Sync));
+
+// SAFETY: the pointee is `Sync` (shared by reference between threads is fine) and is alive
+// whenever a member dereferences it: `Team::run` waits for every member before returning.
+unsafe impl Send for Job {}
+
+struct TeamState {
+    epoch: u64,
+    job: Option<Job>,
+    stop: bool,
+}
+
+struct TeamShared {
+    size: usize,
+    state: std::sync::Mutex<TeamState>,
+    start: std::sync::Condvar,
+    /// Mirrors `state.epoch` for members spinning between passes.
+    epoch: std::sync::atomic::AtomicU64,
+    remaining: std::sync::atomic::AtomicUsize,
+    panicked: std::sync::atomic::AtomicBool,
+    done: std::sync::Mutex<()>,
+    finished: std::sync::Condvar,
+}
+
+/// Spins (about 50-100 µs) before a waiting member or caller sleeps.
+const SPINS: u32 = 1 << 14;
+
+impl Team {
+    /// A team of `threads` members (the caller plus `threads - 1` new threads named
+    /// `native-<i>`).
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+        let size = threads.max(1);
+        let shared = std::sync::Arc::new(TeamShared {
+            size,
+            state: std::sync::Mutex::new(TeamState {
+                epoch: 0,
+                job: None,
+                stop: false,
+            }),
+            start: std::sync::Condvar::new(),
+            epoch: AtomicU64::new(0),
+            remaining: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            done: std::sync::Mutex::new(()),
+            finished: std::sync::Condvar::new(),
+        });
+        let mut workers = Vec::with_capacity(size - 1);
+        for member in 1..size {
+            let shared = shared.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("native-{member}"))
+                    .spawn(move || member_loop(&shared, member))?,
+            );
+        }
+        Ok(Self {
+            shared,
+            workers,
+            caller: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// Members, the caller included.
+    pub fn threads(&self) -> usize {
+        self.shared.size
+    }
+
+    /// Run `f(member)` on every member (`0..threads`) and return when all have finished.
+    ///
+    /// # Panics
+    /// If `f` panicked on any member (after all have finished).
+    pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        use std::sync::atomic::Ordering;
+        let sh = &*self.shared;
+        if sh.size == 1 {
+            f(0);
+            return;
+        }
+        let _one_caller = self.caller.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: only the lifetime is erased. The pointer is published below and read by the
+        // members of this pass only; this function does not return (and `f` stays borrowed)
+        // until `remaining` has dropped to zero, i.e. every member has finished calling it.
+        let job = Job(unsafe {
+            std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const (dyn Fn(usize) + Sync)>(
+                f as *const (dyn Fn(usize) + Sync),
+            )
+        });
+        sh.remaining.store(sh.size - 1, Ordering::SeqCst);
+        {
+            let mut st = sh.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.job = Some(job);
+            st.epoch += 1;
+            sh.epoch.store(st.epoch, Ordering::SeqCst);
+        }
+        sh.start.notify_all();
+        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));
+        let mut spins = 0;
+        while sh.remaining.load(Ordering::SeqCst) != 0 {
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let guard = sh.done.lock().unwrap_or_else(|e| e.into_inner());
+            if sh.remaining.load(Ordering::SeqCst) != 0 {
+                drop(
+                    sh.finished
+                        .wait_timeout(guard, std::time::Duration::from_millis(1))
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0),
+                );
+            }
+        }
+        if let Err(payload) = mine {
+            std::panic::resume_unwind(payload);
+        }
+        assert!(
+            !sh.panicked.swap(false, Ordering::SeqCst),
+            "a native engine worker panicked"
+        );
+    }
+
+    /// Split `data` (rows of `row_len` values) into one contiguous block of rows per member
+    /// and run `f(first_row, block)` on each, in parallel.
+    pub fn rows<T: Send>(
+        &self,
+        data: &mut [T],
+        row_len: usize,
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        let rows = data.len().checked_div(row_len).unwrap_or(0);
+        let size = self.threads();
+        let per = rows.div_ceil(size).max(1);
+        let base = SharedMut::new(&mut data[..rows * row_len]);
+        let base = &base;
+        self.run(&|member| {
+            let first = member * per;
+            if first >= rows {
+                return;
+            }
+            let count = per.min(rows - first);
+            let (start, len) = (first * row_len, count * row_len);
+            assert!(start + len <= base.len, "team rows outside the buffer");
+            // SAFETY: member `m` gets rows `m * per .. m * per + count`, inside the buffer
+            // (checked above) and disjoint from every other member's rows.
+            let block = unsafe { std::slice::from_raw_parts_mut(base.ptr.add(start), len) };
+            f(first, block);
+        });
+    }
+}
+
+impl Drop for Team {
+    fn drop(&mut self) {
+        {
+            let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.stop = true;
+        }
+        self.shared.start.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn member_loop(sh: &TeamShared, member: usize) {
+    use std::sync::atomic::Ordering;
+    let mut seen = 0u64;
+    loop {
+        let mut spins = 0;
+        while sh.epoch.load(Ordering::SeqCst) == seen && spins < SPINS {
+            spins += 1;
+            std::hint::spin_loop();
+        }
+        let job = {
+            let mut st = sh.state.lock().unwrap_or_else(|e| e.into_inner());
+            while st.epoch == seen && !st.stop {
+                st = sh.start.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.stop {
+                return;
+            }
+            seen = st.epoch;
+            st.job
+        };
+        if let Some(Job(f)) = job {
+            // SAFETY: `Team::run` published `f` for this epoch and waits for this member's
+            // decrement of `remaining` below before it returns and the closure goes away.
+            let f = unsafe { &*f };
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(member))).is_err() {
+                sh.panicked.store(true, Ordering::SeqCst);
+            }
+        }
+        if sh.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let _g = sh.done.lock().unwrap_or_else(|e| e.into_inner());
+            sh.finished.notify_all();
+        }
+    }
+}
+
 /// [`gemm::gemm`] with the tile height of the detected [`Isa`]: 12 rows on AVX-512 (12 of
 /// its 32 registers accumulate), 6 on AVX2 (12 of 16), 4 on the baseline.
 #[allow(
@@ -205,16 +419,26 @@ pub fn gemm_packed(
     gemm::gemm::<4>(a, lda, rows, b, k, n, c, ldc, accumulate, alpha, epilogue)
 }
 
-/// The destination of attention outputs, shared by the worker threads: each (image, head)
-/// task writes its own head's `head_dim` values of each of its image's rows.
-struct SharedOut {
-    ptr: *mut f32,
+/// A mutably borrowed buffer shared by the members of one pass, each of which forms slices
+/// over elements no other member touches (see each use).
+struct SharedMut<T> {
+    ptr: *mut T,
     len: usize,
 }
 
-// SAFETY: tasks write disjoint elements (see `attention`), and the buffer outlives the
-// parallel loop that uses the pointer (it is borrowed mutably for the whole call).
-unsafe impl Sync for SharedOut {}
+impl<T> SharedMut<T> {
+    fn new(data: &mut [T]) -> Self {
+        Self {
+            ptr: data.as_mut_ptr(),
+            len: data.len(),
+        }
+    }
+}
+
+// SAFETY: members only form disjoint slices (each use says why), `T: Send` values may be
+// written from any thread, and the buffer stays mutably borrowed by the caller for the whole
+// pass (`Team::run` returns only after every member has finished).
+unsafe impl<T: Send> Sync for SharedMut<T> {}
 
 /// Per-worker buffers of [`attention`]: a block of scores and the packed K^T and V of a head.
 pub struct AttentionScratch {
@@ -236,16 +460,16 @@ impl AttentionScratch {
     }
 }
 
-/// Multi-head self-attention without masking.
+/// Multi-head self-attention without masking, on `team`.
 ///
 /// `qkv` holds `batch * tokens` rows of `[q | k | v]` (`3 * heads * head_dim` wide, RoPE
 /// already applied); `out` receives `batch * tokens` rows of the heads' outputs side by side
 /// (`heads * head_dim` wide). Each (image, head) task packs its K^T and V once, then goes
 /// through the queries in blocks of `block` rows so the score block stays in cache. `scratch`
-/// holds one [`AttentionScratch`] per worker of the current rayon pool (indexed by
-/// `rayon::current_thread_index`, the last for a caller outside the pool).
+/// holds one [`AttentionScratch`] per team member.
 #[allow(clippy::too_many_arguments, reason = "one attention call: its shapes")]
 pub fn attention(
+    team: &Team,
     qkv: &[f32],
     out: &mut [f32],
     batch: usize,
@@ -253,102 +477,100 @@ pub fn attention(
     heads: usize,
     head_dim: usize,
     block: usize,
-    scratch: &[std::sync::Mutex<AttentionScratch>],
+    scratch: &mut [AttentionScratch],
 ) {
-    use rayon::prelude::*;
     let width = heads * head_dim;
     let ld = 3 * width;
+    let members = team.threads();
     assert!(qkv.len() >= batch * tokens * ld, "attention: qkv too small");
     assert!(
         out.len() >= batch * tokens * width,
         "attention: out too small"
     );
-    assert!(!scratch.is_empty() && block > 0, "attention: no scratch");
+    assert!(
+        scratch.len() >= members && block > 0,
+        "attention: scratch per member"
+    );
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let shared = SharedOut {
-        ptr: out.as_mut_ptr(),
-        len: out.len(),
-    };
+    let shared = SharedMut::new(out);
     let shared = &shared;
-    (0..batch * heads).into_par_iter().for_each(|task| {
-        let (image, head) = (task / heads, task % heads);
-        let slot = rayon::current_thread_index()
-            .unwrap_or(scratch.len() - 1)
-            .min(scratch.len() - 1);
-        let Ok(mut guard) = scratch[slot].lock() else {
-            return;
-        };
+    let tasks = batch * heads;
+    team.rows(&mut scratch[..members], 1, &|member, mine| {
         let AttentionScratch {
             scores,
             keys,
             values,
             context,
-        } = &mut *guard;
-        let base = image * tokens * ld;
-        let q = &qkv[base + head * head_dim..];
-        // B = K^T (head_dim x tokens): element (r, c) = K[c][r].
-        gemm::pack_into(
-            &qkv[base + width + head * head_dim..],
-            head_dim,
-            tokens,
-            1,
-            ld,
-            keys,
-        );
-        // B = V (tokens x head_dim).
-        gemm::pack_into(
-            &qkv[base + 2 * width + head * head_dim..],
-            tokens,
-            head_dim,
-            ld,
-            1,
-            values,
-        );
-        let mut q0 = 0;
-        while q0 < tokens {
-            let rows = block.min(tokens - q0);
-            let s = &mut scores[..rows * tokens];
-            gemm_packed(
-                &q[q0 * ld..],
+        } = &mut mine[0];
+        for task in (member..tasks).step_by(members) {
+            let (image, head) = (task / heads, task % heads);
+            let base = image * tokens * ld;
+            let q = &qkv[base + head * head_dim..];
+            // B = K^T (head_dim x tokens): element (r, c) = K[c][r].
+            gemm::pack_into(
+                &qkv[base + width + head * head_dim..],
+                head_dim,
+                tokens,
+                1,
                 ld,
-                rows,
                 keys,
-                head_dim,
-                tokens,
-                s,
-                tokens,
-                false,
-                scale,
-                Epilogue::None,
             );
-            softmax_rows(s, tokens);
-            gemm_packed(
-                s,
+            // B = V (tokens x head_dim).
+            gemm::pack_into(
+                &qkv[base + 2 * width + head * head_dim..],
                 tokens,
-                rows,
+                head_dim,
+                ld,
+                1,
                 values,
-                tokens,
-                head_dim,
-                context,
-                head_dim,
-                false,
-                1.0,
-                Epilogue::None,
             );
-            for (r, src) in context.chunks_exact(head_dim).take(rows).enumerate() {
-                let at = (image * tokens + q0 + r) * width + head * head_dim;
-                assert!(
-                    at + head_dim <= shared.len,
-                    "attention: output outside the buffer"
+            let mut q0 = 0;
+            while q0 < tokens {
+                let rows = block.min(tokens - q0);
+                let s = &mut scores[..rows * tokens];
+                gemm_packed(
+                    &q[q0 * ld..],
+                    ld,
+                    rows,
+                    keys,
+                    head_dim,
+                    tokens,
+                    s,
+                    tokens,
+                    false,
+                    scale,
+                    Epilogue::None,
                 );
-                // SAFETY: `at..at + head_dim` lies inside `out` (checked above): row
-                // `q0 + r` of this task's image, this task's head. No other task has the same
-                // (image, head), so no two tasks ever form a slice over the same elements,
-                // and nothing reads `out` until the parallel loop has finished.
-                let dst = unsafe { std::slice::from_raw_parts_mut(shared.ptr.add(at), head_dim) };
-                dst.copy_from_slice(src);
+                softmax_rows(s, tokens);
+                gemm_packed(
+                    s,
+                    tokens,
+                    rows,
+                    values,
+                    tokens,
+                    head_dim,
+                    context,
+                    head_dim,
+                    false,
+                    1.0,
+                    Epilogue::None,
+                );
+                for (r, src) in context.chunks_exact(head_dim).take(rows).enumerate() {
+                    let at = (image * tokens + q0 + r) * width + head * head_dim;
+                    assert!(
+                        at + head_dim <= shared.len,
+                        "attention: output outside the buffer"
+                    );
+                    // SAFETY: `at..at + head_dim` lies inside `out` (checked above): row
+                    // `q0 + r` of this task's image, this task's head. Each (image, head) task
+                    // runs on one member only, so no two members ever form slices over the
+                    // same elements.
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(shared.ptr.add(at), head_dim) };
+                    dst.copy_from_slice(src);
+                }
+                q0 += rows;
             }
-            q0 += rows;
         }
     });
 }
@@ -365,10 +587,21 @@ mod tests {
             .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
             .collect();
         let mut out = vec![0.0; batch * tokens * width];
-        let scratch: Vec<_> = (0..4)
-            .map(|_| std::sync::Mutex::new(AttentionScratch::new(tokens, d, 4)))
+        let team = Team::new(2).unwrap();
+        let mut scratch: Vec<_> = (0..2)
+            .map(|_| AttentionScratch::new(tokens, d, 4))
             .collect();
-        attention(&qkv, &mut out, batch, tokens, heads, d, 4, &scratch);
+        attention(
+            &team,
+            &qkv,
+            &mut out,
+            batch,
+            tokens,
+            heads,
+            d,
+            4,
+            &mut scratch,
+        );
         let at = |b: usize, t: usize, part: usize, h: usize, j: usize| {
             qkv[(b * tokens + t) * 3 * width + part * width + h * d + j]
         };
@@ -444,5 +677,46 @@ mod tests {
         for (p, q) in c1.iter().zip(&c2) {
             assert!((p - q).abs() < 1e-4);
         }
+    }
+
+    #[test]
+    fn a_team_runs_every_member_once_per_pass_and_splits_rows_disjointly() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        for threads in [1, 2, 3] {
+            let team = Team::new(threads).unwrap();
+            let calls = AtomicUsize::new(0);
+            for _ in 0..200 {
+                team.run(&|m| {
+                    assert!(m < threads);
+                    calls.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            assert_eq!(calls.load(Ordering::SeqCst), 200 * threads);
+            let mut data = vec![0u32; 7 * 5];
+            team.rows(&mut data, 5, &|first, block| {
+                for (r, row) in block.chunks_exact_mut(5).enumerate() {
+                    for v in row {
+                        *v += (first + r) as u32 + 1;
+                    }
+                }
+            });
+            for (r, row) in data.chunks_exact(5).enumerate() {
+                assert!(row.iter().all(|v| *v == r as u32 + 1), "row {r}: {row:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_panic_on_a_member_reaches_the_caller_and_the_team_survives() {
+        let team = Team::new(2).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            team.run(&|m| assert!(m != 1, "member 1 fails"));
+        }));
+        assert!(r.is_err());
+        let ok = std::sync::atomic::AtomicUsize::new(0);
+        team.run(&|_| {
+            ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        assert_eq!(ok.into_inner(), 2);
     }
 }

@@ -8,8 +8,9 @@
 //!   both safe code; [`cpu`] holds every `unsafe` block: run-time instruction-set dispatch of
 //!   those kernels, the attention's shared output and the checkpoint's memory map.
 //!
-//! Each prepared model owns a rayon pool of `threads` workers; a session owns the buffers of
-//! its input size, so a pass allocates only the output tensors it hands back.
+//! Each prepared model owns a [`cpu::Team`] of `threads` threads (the caller and `threads - 1`
+//! workers); a session owns the buffers of its input size. A pass of the engine allocates
+//! nothing; [`Session::run`] allocates only the output tensors it hands back.
 
 pub mod checkpoint;
 pub mod cpu;
@@ -18,8 +19,6 @@ pub mod kernels;
 pub mod vit;
 
 use std::sync::Arc;
-
-use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use super::{
     default_threads, BackboneOutputs, Backend, BackendError, InputTensor, OutputTensor,
@@ -51,12 +50,11 @@ impl NativeBackend {
     }
 }
 
-/// The model's weights, converted, with the pool that runs them: what a batch caller (the
+/// The model's weights, converted, with the team that runs them: what a batch caller (the
 /// benchmark, several cameras) uses directly.
 pub struct NativeEngine {
     vit: Vit,
-    pool: ThreadPool,
-    threads: usize,
+    team: cpu::Team,
 }
 
 impl NativeEngine {
@@ -116,26 +114,22 @@ impl NativeEngine {
         let checkpoint = Checkpoint::open(&dir, sha256)?;
         let tensors = checkpoint.tensors()?;
         let vit = Vit::load(&config, &tensors, &m.layers)?;
-        let pool = ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("native-{i}"))
-            .build()
-            .map_err(|e| BackendError::Unavailable {
-                backend: NAME,
-                reason: format!("cannot start {threads} worker threads: {e}"),
-            })?;
-        Ok(Self { vit, pool, threads })
+        let team = cpu::Team::new(threads).map_err(|e| BackendError::Unavailable {
+            backend: NAME,
+            reason: format!("cannot start {threads} worker threads: {e}"),
+        })?;
+        Ok(Self { vit, team })
     }
 
     /// Buffers for `batch` images of `size`.
     pub fn workspace(&self, size: InputSize, batch: usize) -> Workspace {
-        Workspace::new(&self.vit, size, batch, self.threads)
+        Workspace::new(&self.vit, size, batch, self.team.threads())
     }
 
-    /// One pass over up to `ws.batch()` images (`[3, H, W]` each) on the engine's pool.
+    /// One pass over up to `ws.batch()` images (`[3, H, W]` each) on the engine's team.
+    /// Allocates nothing.
     pub fn forward(&self, ws: &mut Workspace, images: &[&[f32]]) {
-        let threads = self.threads;
-        self.pool.install(|| self.vit.forward(ws, images, threads));
+        self.vit.forward(ws, images, &self.team);
     }
 
     /// Output `name` of image `b` after [`NativeEngine::forward`].

@@ -13,56 +13,33 @@
 //! residual add happens inside the matrix product). A [`Workspace`] holds every buffer of one
 //! input size and batch, so a pass allocates nothing of its own.
 
-use std::sync::Mutex;
-
-use rayon::prelude::*;
-
 use super::checkpoint::Tensors;
-use super::cpu::{self, AttentionScratch};
-use super::gemm::{Epilogue, PackedB};
+use super::cpu::{self, AttentionScratch, Team};
+use super::gemm::{pack_into, packed_len, Epilogue, PackedB};
 use crate::model::hf::{MlpKind, ViTConfig};
 use crate::model::{InputSize, ModelError};
 
 /// Query rows per attention block: a block's scores (`64 x tokens`) stay in L2 even at 448.
 const QUERY_BLOCK: usize = 64;
-/// Rows per task of the row-wise passes (LayerNorm, activations).
-const ROWS_PER_TASK: usize = 16;
 
-/// A linear layer as `y = x W + b`, `W` stored `[inputs, outputs]` row-major until
-/// [`Linear::pack`] packs it for the product.
+/// A linear layer as `y = x W + b` in transformers' layout (`weight` `[outputs, inputs]`),
+/// while it is loaded and folded; [`Linear::pack`] makes it a [`PackedLinear`].
 struct Linear {
     weight: Vec<f32>,
-    packed: Option<PackedB>,
+    bias: Option<Vec<f32>>,
+    inputs: usize,
+    outputs: usize,
+}
+
+/// A linear layer with its weights packed for [`gemm`](super::gemm).
+struct PackedLinear {
+    packed: PackedB,
     bias: Option<Vec<f32>>,
     inputs: usize,
     outputs: usize,
 }
 
 impl Linear {
-    /// From transformers' `[out, in]` weight.
-    fn from_torch(weight: &[f32], bias: Option<Vec<f32>>, outputs: usize, inputs: usize) -> Self {
-        let mut t = vec![0.0; weight.len()];
-        for o in 0..outputs {
-            for i in 0..inputs {
-                t[i * outputs + o] = weight[o * inputs + i];
-            }
-        }
-        Self {
-            weight: t,
-            packed: None,
-            bias,
-            inputs,
-            outputs,
-        }
-    }
-
-    /// Pack the weights for [`Linear::forward`] (after every fold) and drop the plain copy.
-    fn pack(mut self) -> Self {
-        self.packed = Some(PackedB::pack(&self.weight, self.inputs, self.outputs));
-        self.weight = Vec::new();
-        self
-    }
-
     fn load(
         t: &Tensors<'_>,
         name: &str,
@@ -70,36 +47,37 @@ impl Linear {
         inputs: usize,
         bias: bool,
     ) -> Result<Self, ModelError> {
-        let w = t.get(&format!("{name}.weight"), &[outputs, inputs])?;
-        let b = if bias {
+        let weight = t.get(&format!("{name}.weight"), &[outputs, inputs])?;
+        let bias = if bias {
             Some(t.get(&format!("{name}.bias"), &[outputs])?)
         } else {
             t.get_opt(&format!("{name}.bias"), &[outputs])?
         };
-        Ok(Self::from_torch(&w, b, outputs, inputs))
+        Ok(Self {
+            weight,
+            bias,
+            inputs,
+            outputs,
+        })
     }
 
-    /// Several layers of the same input side by side (q, k, v), absent biases as zeros.
+    /// Several layers of the same input stacked along the outputs (q, k, v), absent biases as
+    /// zeros.
     fn concat(parts: Vec<Linear>) -> Self {
         let inputs = parts[0].inputs;
         let outputs: usize = parts.iter().map(|p| p.outputs).sum();
-        let mut weight = vec![0.0; inputs * outputs];
-        let mut bias = vec![0.0; outputs];
         let any_bias = parts.iter().any(|p| p.bias.is_some());
-        let mut col = 0;
-        for p in &parts {
-            for i in 0..inputs {
-                weight[i * outputs + col..i * outputs + col + p.outputs]
-                    .copy_from_slice(&p.weight[i * p.outputs..(i + 1) * p.outputs]);
+        let mut weight = Vec::with_capacity(inputs * outputs);
+        let mut bias = Vec::with_capacity(outputs);
+        for p in parts {
+            weight.extend_from_slice(&p.weight);
+            match &p.bias {
+                Some(b) => bias.extend_from_slice(b),
+                None => bias.resize(bias.len() + p.outputs, 0.0),
             }
-            if let Some(b) = &p.bias {
-                bias[col..col + p.outputs].copy_from_slice(b);
-            }
-            col += p.outputs;
         }
         Self {
             weight,
-            packed: None,
             bias: any_bias.then_some(bias),
             inputs,
             outputs,
@@ -108,8 +86,8 @@ impl Linear {
 
     /// Fold a per-output gain into the weights and bias (`g * (x W + b)`).
     fn scale_outputs(&mut self, gain: &[f32]) {
-        for row in self.weight.chunks_exact_mut(self.outputs) {
-            for (w, g) in row.iter_mut().zip(gain) {
+        for (row, g) in self.weight.chunks_exact_mut(self.inputs).zip(gain) {
+            for w in row {
                 *w *= *g;
             }
         }
@@ -120,8 +98,23 @@ impl Linear {
         }
     }
 
+    /// Pack the weights for the product (`B = W^T`, read from `W` with swapped strides).
+    fn pack(self) -> PackedLinear {
+        let (k, n) = (self.inputs, self.outputs);
+        let mut data = vec![0.0; packed_len(k, n)];
+        pack_into(&self.weight, k, n, 1, k, &mut data);
+        PackedLinear {
+            packed: PackedB { k, n, data },
+            bias: self.bias,
+            inputs: k,
+            outputs: n,
+        }
+    }
+}
+
+impl PackedLinear {
     /// `dst (+)= x W + b` (then GELU when `gelu`) for the `rows` rows of `x`, the rows split
-    /// between `threads` threads of the current pool.
+    /// between the members of `team`.
     fn forward(
         &self,
         x: &[f32],
@@ -129,26 +122,22 @@ impl Linear {
         dst: &mut [f32],
         accumulate: bool,
         gelu: bool,
-        threads: usize,
+        team: &Team,
     ) {
         let (n, k) = (self.outputs, self.inputs);
-        let Some(packed) = &self.packed else {
-            return;
-        };
+        let packed = &self.packed;
         let epilogue = match (&self.bias, gelu) {
             (Some(b), false) => Epilogue::Bias(b),
             (Some(b), true) => Epilogue::BiasGelu(b),
             (None, false) => Epilogue::None,
             (None, true) => Epilogue::Gelu,
         };
-        let per = rows.div_ceil(threads.max(1)).max(1);
-        dst[..rows * n]
-            .par_chunks_mut(per * n)
-            .zip(x[..rows * k].par_chunks(per * k))
-            .for_each(|(c, a)| {
-                let r = c.len() / n;
-                cpu::gemm_packed(a, k, r, &packed.data, k, n, c, n, accumulate, 1.0, epilogue);
-            });
+        let x = &x[..rows * k];
+        team.rows(&mut dst[..rows * n], n, &|first, c| {
+            let r = c.len() / n;
+            let a = &x[first * k..];
+            cpu::gemm_packed(a, k, r, &packed.data, k, n, c, n, accumulate, 1.0, epilogue);
+        });
     }
 }
 
@@ -167,24 +156,31 @@ impl LayerNorm {
         })
     }
 
-    fn forward(&self, x: &[f32], out: &mut [f32]) {
+    fn forward(&self, x: &[f32], out: &mut [f32], team: &Team) {
         let c = self.weight.len();
         let n = x.len().min(out.len()) / c * c;
-        out[..n]
-            .par_chunks_mut(ROWS_PER_TASK * c)
-            .zip(x[..n].par_chunks(ROWS_PER_TASK * c))
-            .for_each(|(o, x)| cpu::layer_norm_rows(x, o, c, &self.weight, &self.bias, self.eps));
+        let x = &x[..n];
+        team.rows(&mut out[..n], c, &|first, o| {
+            let x = &x[first * c..first * c + o.len()];
+            cpu::layer_norm_rows(x, o, c, &self.weight, &self.bias, self.eps);
+        });
     }
 }
 
 struct Attention {
-    qkv: Linear,
-    out: Linear,
+    qkv: PackedLinear,
+    out: PackedLinear,
 }
 
 enum Mlp {
-    Gelu { up: Linear, down: Linear },
-    SwiGlu { gate_up: Linear, down: Linear },
+    Gelu {
+        up: PackedLinear,
+        down: PackedLinear,
+    },
+    SwiGlu {
+        gate_up: PackedLinear,
+        down: PackedLinear,
+    },
 }
 
 struct Block {
@@ -222,7 +218,7 @@ impl Shape {
 /// A DINOv3 ViT with its weights converted for the engine.
 pub struct Vit {
     shape: Shape,
-    patch_embed: Linear,
+    patch_embed: PackedLinear,
     cls: Vec<f32>,
     registers: Vec<f32>,
     blocks: Vec<Block>,
@@ -246,7 +242,13 @@ impl Vit {
             })?;
         let pe_w = t.get("embeddings.patch_embeddings.weight", &[c, 3, p, p])?;
         let pe_b = t.get_opt("embeddings.patch_embeddings.bias", &[c])?;
-        let patch_embed = Linear::from_torch(&pe_w, pe_b, c, 3 * p * p).pack();
+        let patch_embed = Linear {
+            weight: pe_w,
+            bias: pe_b,
+            inputs: 3 * p * p,
+            outputs: c,
+        }
+        .pack();
         let cls = t.get("embeddings.cls_token", &[1, 1, c])?;
         let registers = if config.num_register_tokens > 0 {
             t.get(
@@ -360,9 +362,9 @@ impl Vit {
     }
 
     /// Run `images` (each `[3, H, W]` row-major at the workspace's size) through the model;
-    /// the outputs are left in `ws` ([`Workspace::output`]). Runs on the current rayon pool
-    /// with `threads` threads for the matrix products.
-    pub fn forward(&self, ws: &mut Workspace, images: &[&[f32]], threads: usize) {
+    /// the outputs are left in `ws` ([`Workspace::output`]). Runs on `team`; allocates
+    /// nothing.
+    pub fn forward(&self, ws: &mut Workspace, images: &[&[f32]], team: &Team) {
         let s = self.shape;
         let (c, d, heads) = (s.hidden, s.head_dim(), s.heads);
         let batch = images.len().min(ws.batch);
@@ -381,7 +383,7 @@ impl Vit {
                 &mut x_img[prefix * c..],
                 false,
                 false,
-                threads,
+                team,
             );
         }
 
@@ -389,11 +391,11 @@ impl Vit {
             // Attention.
             block
                 .norm1
-                .forward(&ws.x[..rows * c], &mut ws.normed[..rows * c]);
+                .forward(&ws.x[..rows * c], &mut ws.normed[..rows * c], team);
             block
                 .attention
                 .qkv
-                .forward(&ws.normed, rows, &mut ws.qkv, false, false, threads);
+                .forward(&ws.normed, rows, &mut ws.qkv, false, false, team);
             for b in 0..batch {
                 let first = (b * t + prefix) * 3 * c;
                 for h in 0..heads {
@@ -404,6 +406,7 @@ impl Vit {
                 }
             }
             cpu::attention(
+                team,
                 &ws.qkv,
                 &mut ws.attended,
                 batch,
@@ -411,30 +414,31 @@ impl Vit {
                 heads,
                 d,
                 QUERY_BLOCK,
-                &ws.scores,
+                &mut ws.scores,
             );
             block
                 .attention
                 .out
-                .forward(&ws.attended, rows, &mut ws.x, true, false, threads);
+                .forward(&ws.attended, rows, &mut ws.x, true, false, team);
 
             // MLP.
             block
                 .norm2
-                .forward(&ws.x[..rows * c], &mut ws.normed[..rows * c]);
+                .forward(&ws.x[..rows * c], &mut ws.normed[..rows * c], team);
             match &block.mlp {
                 Mlp::Gelu { up, down } => {
-                    up.forward(&ws.normed, rows, &mut ws.hidden, false, true, threads);
-                    down.forward(&ws.hidden, rows, &mut ws.x, true, false, threads);
+                    up.forward(&ws.normed, rows, &mut ws.hidden, false, true, team);
+                    down.forward(&ws.hidden, rows, &mut ws.x, true, false, team);
                 }
                 Mlp::SwiGlu { gate_up, down } => {
-                    gate_up.forward(&ws.normed, rows, &mut ws.hidden, false, false, threads);
+                    gate_up.forward(&ws.normed, rows, &mut ws.hidden, false, false, team);
                     let i = s.intermediate;
-                    ws.gated[..rows * i]
-                        .par_chunks_mut(ROWS_PER_TASK * i)
-                        .zip(ws.hidden[..rows * 2 * i].par_chunks(ROWS_PER_TASK * 2 * i))
-                        .for_each(|(o, gu)| cpu::silu_mul_rows(gu, o, i));
-                    down.forward(&ws.gated, rows, &mut ws.x, true, false, threads);
+                    let hidden = &ws.hidden[..rows * 2 * i];
+                    team.rows(&mut ws.gated[..rows * i], i, &|first, o| {
+                        let gu = &hidden[first * 2 * i..first * 2 * i + 2 * o.len()];
+                        cpu::silu_mul_rows(gu, o, i);
+                    });
+                    down.forward(&ws.gated, rows, &mut ws.x, true, false, team);
                 }
             }
 
@@ -442,14 +446,14 @@ impl Vit {
                 for b in 0..batch {
                     let src = &ws.x[(b * t + prefix) * c..(b + 1) * t * c];
                     let dst = &mut ws.layer_out[slot][b * patches * c..(b + 1) * patches * c];
-                    self.norm.forward(src, dst);
+                    self.norm.forward(src, dst, team);
                 }
             }
         }
 
         // Final norm: CLS, registers and patch tokens of each image.
         self.norm
-            .forward(&ws.x[..rows * c], &mut ws.normed[..rows * c]);
+            .forward(&ws.x[..rows * c], &mut ws.normed[..rows * c], team);
         for b in 0..batch {
             let img = &ws.normed[b * t * c..(b + 1) * t * c];
             ws.cls_out[b * c..(b + 1) * c].copy_from_slice(&img[..c]);
@@ -531,7 +535,7 @@ pub struct Workspace {
     attended: Vec<f32>,
     hidden: Vec<f32>,
     gated: Vec<f32>,
-    scores: Vec<Mutex<AttentionScratch>>,
+    scores: Vec<AttentionScratch>,
     cos: Vec<f32>,
     sin: Vec<f32>,
     cls_out: Vec<f32>,
@@ -541,7 +545,7 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// Buffers for `batch` images of `size` on a pool of `workers` threads.
+    /// Buffers for `batch` images of `size` on a team of `workers` threads.
     pub fn new(vit: &Vit, size: InputSize, batch: usize, workers: usize) -> Self {
         let s = vit.shape;
         let (gh, gw) = (size.height / s.patch, size.width / s.patch);
@@ -563,8 +567,8 @@ impl Workspace {
             attended: vec![0.0; rows * c],
             hidden: vec![0.0; rows * mlp_width],
             gated: vec![0.0; if s.gated { rows * s.intermediate } else { 0 }],
-            scores: (0..workers + 1)
-                .map(|_| Mutex::new(AttentionScratch::new(tokens, s.head_dim(), QUERY_BLOCK)))
+            scores: (0..workers.max(1))
+                .map(|_| AttentionScratch::new(tokens, s.head_dim(), QUERY_BLOCK))
                 .collect(),
             cos,
             sin,
