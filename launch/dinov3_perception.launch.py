@@ -135,7 +135,7 @@ def generate_launch_description():
             description='output directory of the recording (must not exist yet)'),
         DeclareLaunchArgument(
             'backend', default_value='',
-            description="inference backend: tract | onnxruntime ('' = params_file's)"),
+            description="inference backend: native | tract | onnxruntime ('' = params_file's)"),
         DeclareLaunchArgument(
             'provider', default_value='',
             description="onnxruntime execution provider: cpu | cuda | tensorrt "

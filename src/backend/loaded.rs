@@ -65,7 +65,7 @@ impl BackendStatus {
             ]),
             None => out.push((
                 "parity".to_string(),
-                "not run (tract is the reference)".into(),
+                "not run (native and tract run ungated; tract is the reference)".into(),
             )),
         }
         if let Some(reason) = &self.fallback {

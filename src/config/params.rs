@@ -16,7 +16,7 @@ use crate::ros::params::{ParamSpec, ParamTable, ParameterValue, Range};
 use crate::source::SourceSpec;
 
 /// Default backend.
-pub const DEFAULT_BACKEND: &str = "tract";
+pub const DEFAULT_BACKEND: &str = "native";
 /// Default onnxruntime execution provider.
 pub const DEFAULT_PROVIDER: &str = "cpu";
 /// Default TensorRT engine precision (what Jetson deployments use).
@@ -120,7 +120,7 @@ pub(super) fn backbone_specs(b: &BackboneFlags) -> Result<Vec<ParamSpec>, Config
         ParamSpec::new(
             "backend",
             s(b.backend.as_deref().unwrap_or(DEFAULT_BACKEND)),
-            "inference backend: tract | onnxruntime (build feature onnxruntime; ONNX Runtime loaded at run time)",
+            "inference backend: native (pure-Rust DINOv3 engine; tract when an ONNX has no checkpoint folder) | tract | onnxruntime (build feature onnxruntime; ONNX Runtime loaded at run time)",
         )
         .read_only(),
         ParamSpec::new(

@@ -71,7 +71,7 @@ PARAMETERS = {
     'seed': (int, 0),
     'anomaly_rate': (float, 0.0),
     'loop_files': (bool, False),
-    'backend': (str, 'tract'),
+    'backend': (str, 'native'),
     'threads': (int, 0),
     'onnxruntime.library': (str, ''),
     'onnxruntime.provider': (str, 'cpu'),

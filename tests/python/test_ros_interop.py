@@ -937,8 +937,8 @@ def test_node_publishes_every_topic(launch):
     gaps = np.diff(sorted(s for s, _, _ in ps)) / 1e9
     assert ((gaps > 0.5) & (gaps < 2.0)).all(), gaps
     assert int(ps[-1][1]["frames_processed"]) > 0
-    # tract is the reference: no gate ran, nothing fell back.
-    assert (ps[-1][1]["backend"], ps[-1][1]["backend_requested"]) == ("tract", "tract"), ps[-1][1]
+    # The native engine (the default) runs ungated: no gate ran, nothing fell back.
+    assert (ps[-1][1]["backend"], ps[-1][1]["backend_requested"]) == ("native", "native"), ps[-1][1]
     assert ps[-1][1]["parity"].startswith("not run"), ps[-1][1]
     assert "backend_fallback" not in ps[-1][1]
     # Nothing floods /rosout or the parameter services in this run: both counters stay at 0.

@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 use crate::model::hf::WEIGHTS_FILE;
 use crate::model::ModelError;
 
+/// Bytes hashed between releases of the mapped pages.
+const HASH_CHUNK: usize = 16 << 20;
+
 /// A memory-mapped `model.safetensors`.
 pub struct Checkpoint {
     path: PathBuf,
@@ -35,7 +38,12 @@ impl Checkpoint {
         })?;
         if let Some(expected) = sha256 {
             let mut h = Sha256::new();
-            h.update(&map[..]);
+            let mut offset = 0;
+            for chunk in map.chunks(HASH_CHUNK) {
+                h.update(chunk);
+                super::cpu::release_pages(&map, offset, chunk.len());
+                offset += chunk.len();
+            }
             let mut actual = String::with_capacity(64);
             for b in h.finalize() {
                 let _ = write!(actual, "{b:02x}");
@@ -65,6 +73,7 @@ impl Checkpoint {
         })?;
         Ok(Tensors {
             path: &self.path,
+            map: &self.map,
             st,
         })
     }
@@ -73,6 +82,7 @@ impl Checkpoint {
 /// Lookup of named tensors, converted to f32.
 pub struct Tensors<'a> {
     path: &'a Path,
+    map: &'a Mmap,
     st: SafeTensors<'a>,
 }
 
@@ -140,6 +150,9 @@ impl Tensors<'_> {
                 )))
             }
         };
+        // The values are copied out: the mapped pages can go.
+        let offset = data.as_ptr() as usize - self.map.as_ptr() as usize;
+        super::cpu::release_pages(self.map, offset, data.len());
         if values.iter().any(|v| !v.is_finite()) {
             return Err(self.bad(format!("tensor {found} holds NaN or infinite values")));
         }

@@ -347,6 +347,25 @@ fn member_loop(sh: &TeamShared, member: usize) {
     }
 }
 
+/// Drop the pages of `map[offset..offset + len]` from this process (whole pages inside the
+/// range only); the file's data stays in the page cache and would be read back on access.
+/// Keeps the checkpoint's mapping from adding its whole size to the resident memory while the
+/// converted weights are built.
+pub fn release_pages(map: &memmap2::Mmap, offset: usize, len: usize) {
+    const PAGE: usize = 4096;
+    let start = offset.div_ceil(PAGE) * PAGE;
+    let end = ((offset + len) / PAGE * PAGE).min(map.len());
+    if end <= start {
+        return;
+    }
+    // SAFETY: MADV_DONTNEED on a private read-only file mapping only drops this process's
+    // copies of the pages; a later read faults them back in from the file, so no slice into the
+    // map ever sees different bytes. The range lies inside the map (clamped above).
+    let _ = unsafe {
+        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+    };
+}
+
 /// [`gemm::gemm`] with the tile height of the detected [`Isa`]: 12 rows on AVX-512 (12 of
 /// its 32 registers accumulate), 6 on AVX2 (12 of 16), 4 on the baseline.
 #[allow(
@@ -383,7 +402,20 @@ pub fn gemm_packed(
             alpha: f32,
             epilogue: Epilogue<'_>,
         ) {
-            gemm::gemm::<12>(a, lda, rows, b, k, n, c, ldc, accumulate, alpha, epilogue)
+            gemm::gemm::<6>(
+                a,
+                lda,
+                rows,
+                b,
+                k,
+                n,
+                c,
+                ldc,
+                accumulate,
+                alpha,
+                epilogue,
+                Some(tile_avx2),
+            )
         }
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments, reason = "forwarded")]
@@ -400,7 +432,20 @@ pub fn gemm_packed(
             alpha: f32,
             epilogue: Epilogue<'_>,
         ) {
-            gemm::gemm::<6>(a, lda, rows, b, k, n, c, ldc, accumulate, alpha, epilogue)
+            gemm::gemm::<6>(
+                a,
+                lda,
+                rows,
+                b,
+                k,
+                n,
+                c,
+                ldc,
+                accumulate,
+                alpha,
+                epilogue,
+                Some(tile_avx2),
+            )
         }
         match isa() {
             // SAFETY: `isa()` found AVX-512 F/BW/DQ/VL, AVX2 and FMA on this CPU.
@@ -416,7 +461,70 @@ pub fn gemm_packed(
             Isa::Baseline => {}
         }
     }
-    gemm::gemm::<4>(a, lda, rows, b, k, n, c, ldc, accumulate, alpha, epilogue)
+    gemm::gemm::<4>(
+        a, lda, rows, b, k, n, c, ldc, accumulate, alpha, epilogue, None,
+    )
+}
+
+/// The 6 x 16 AVX2+FMA register tile: 12 accumulators, two loads of B and six broadcasts of
+/// A per step of the depth.
+///
+/// # Panics
+/// If the CPU lacks AVX2 or FMA (it is only handed to the product after `isa()` found them),
+/// or a row of A is shorter than the panel slice.
+fn tile_avx2(rows: &[&[f32]; 6], bp: &[[f32; gemm::NR]]) -> [[f32; gemm::NR]; 6] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma"),
+            "the AVX2 tile needs AVX2 and FMA"
+        );
+        assert!(
+            rows.iter().all(|r| r.len() >= bp.len()),
+            "tile: A rows too short"
+        );
+        // SAFETY: AVX2 and FMA are present (checked above); every row of A holds at least
+        // `bp.len()` values (checked above) and `bp` holds `bp.len()` rows of 16.
+        unsafe { tile_avx2_fma(rows, bp) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (rows, bp);
+        unreachable!("the AVX2 tile exists on x86_64 only")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tile_avx2_fma(rows: &[&[f32]; 6], bp: &[[f32; gemm::NR]]) -> [[f32; gemm::NR]; 6] {
+    use std::arch::x86_64::*;
+    let kc = bp.len();
+    let a: [*const f32; 6] = std::array::from_fn(|i| rows[i].as_ptr());
+    let b = bp.as_ptr() as *const f32;
+    let mut c = [_mm256_setzero_ps(); 12];
+    for p in 0..kc {
+        // SAFETY: `p < kc`: `b` holds `kc * 16` values and each `a[i]` at least `kc` (the
+        // caller's checks); unaligned loads.
+        unsafe {
+            let b0 = _mm256_loadu_ps(b.add(p * 16));
+            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+            for i in 0..6 {
+                let av = _mm256_broadcast_ss(&*a[i].add(p));
+                c[2 * i] = _mm256_fmadd_ps(av, b0, c[2 * i]);
+                c[2 * i + 1] = _mm256_fmadd_ps(av, b1, c[2 * i + 1]);
+            }
+        }
+    }
+    let mut out = [[0.0f32; gemm::NR]; 6];
+    for (i, row) in out.iter_mut().enumerate() {
+        // SAFETY: each row holds 16 f32 (two unaligned 8-wide stores).
+        unsafe {
+            _mm256_storeu_ps(row.as_mut_ptr(), c[2 * i]);
+            _mm256_storeu_ps(row.as_mut_ptr().add(8), c[2 * i + 1]);
+        }
+    }
+    out
 }
 
 /// A mutably borrowed buffer shared by the members of one pass, each of which forms slices
@@ -673,6 +781,7 @@ mod tests {
             false,
             1.0,
             Epilogue::None,
+            None,
         );
         for (p, q) in c1.iter().zip(&c2) {
             assert!((p - q).abs() < 1e-4);

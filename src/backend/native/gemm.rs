@@ -18,6 +18,10 @@ pub const NR: usize = 16;
 /// Depth of one pass over a panel: a `KC x NR` slice of B (24 KiB) stays in L1.
 const KC: usize = 384;
 
+/// A hand-written `6 x NR` register tile (the AVX2 kernel of [`super::cpu`]): the
+/// accumulators of six rows of A (each `bp.len()` long) against one panel slice.
+pub type FullTile = fn(&[&[f32]; 6], &[[f32; NR]]) -> [[f32; NR]; 6];
+
 /// What the store of a product does besides writing `alpha * A B`.
 #[derive(Clone, Copy)]
 pub enum Epilogue<'a> {
@@ -103,6 +107,7 @@ pub fn gemm<const R: usize>(
     accumulate: bool,
     alpha: f32,
     epilogue: Epilogue<'_>,
+    full_tile: Option<FullTile>,
 ) {
     if rows == 0 || n == 0 {
         return;
@@ -134,8 +139,8 @@ pub fn gemm<const R: usize>(
                 macro_rules! go {
                     ($($m:literal)*) => {
                         match left.min(R) {
-                            $($m => tile::<$m>(a, lda, r0, k0, bp, c, ldc, &store),)*
-                            _ => tile::<1>(a, lda, r0, k0, bp, c, ldc, &store),
+                            $($m => tile::<$m>(a, lda, r0, k0, bp, c, ldc, &store, full_tile),)*
+                            _ => tile::<1>(a, lda, r0, k0, bp, c, ldc, &store, full_tile),
                         }
                     };
                 }
@@ -171,6 +176,7 @@ fn tile<const M: usize>(
     c: &mut [f32],
     ldc: usize,
     s: &Store<'_>,
+    full_tile: Option<FullTile>,
 ) {
     let kc = bp.len();
     let rows: [&[f32]; M] = std::array::from_fn(|i| {
@@ -178,12 +184,20 @@ fn tile<const M: usize>(
         &a[start..start + kc]
     });
     let mut acc = [[0.0f32; NR]; M];
-    for p in 0..kc {
-        let bv = &bp[p];
-        for i in 0..M {
-            let av = rows[i][p];
-            for j in 0..NR {
-                acc[i][j] = av.mul_add(bv[j], acc[i][j]);
+    let six: Option<&[&[f32]; 6]> = rows.as_slice().try_into().ok();
+    if let (Some(f), Some(six)) = (full_tile, six) {
+        let got = f(six, bp);
+        for (dst, src) in acc.iter_mut().zip(got) {
+            *dst = src;
+        }
+    } else {
+        for p in 0..kc {
+            let bv = &bp[p];
+            for i in 0..M {
+                let av = rows[i][p];
+                for j in 0..NR {
+                    acc[i][j] = av.mul_add(bv[j], acc[i][j]);
+                }
             }
         }
     }
