@@ -277,6 +277,7 @@ mod tests {
                     accumulate,
                     2.0,
                     epilogue,
+                    None,
                 );
                 for i in 0..m {
                     for j in 0..n {
