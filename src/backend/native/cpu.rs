@@ -366,8 +366,8 @@ pub fn release_pages(map: &memmap2::Mmap, offset: usize, len: usize) {
     };
 }
 
-/// [`gemm::gemm`] with the tile height of the detected [`Isa`]: 12 rows on AVX-512 (12 of
-/// its 32 registers accumulate), 6 on AVX2 (12 of 16), 4 on the baseline.
+/// [`gemm::gemm`] with the hand-written 6 x 16 AVX2 tile where the CPU has AVX2 and FMA (AVX-512
+/// CPUs included), the compiler's 4-row tile on the baseline.
 #[allow(
     clippy::too_many_arguments,
     reason = "one matrix product: its operands and shapes"
@@ -387,36 +387,6 @@ pub fn gemm_packed(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-        #[allow(clippy::too_many_arguments, reason = "forwarded")]
-        fn avx512(
-            a: &[f32],
-            lda: usize,
-            rows: usize,
-            b: &[f32],
-            k: usize,
-            n: usize,
-            c: &mut [f32],
-            ldc: usize,
-            accumulate: bool,
-            alpha: f32,
-            epilogue: Epilogue<'_>,
-        ) {
-            gemm::gemm::<6>(
-                a,
-                lda,
-                rows,
-                b,
-                k,
-                n,
-                c,
-                ldc,
-                accumulate,
-                alpha,
-                epilogue,
-                Some(tile_avx2),
-            )
-        }
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments, reason = "forwarded")]
         fn avx2(
@@ -447,18 +417,10 @@ pub fn gemm_packed(
                 Some(tile_avx2),
             )
         }
-        match isa() {
-            // SAFETY: `isa()` found AVX-512 F/BW/DQ/VL, AVX2 and FMA on this CPU.
-            Isa::Avx512 => {
-                return unsafe {
-                    avx512(a, lda, rows, b, k, n, c, ldc, accumulate, alpha, epilogue)
-                }
-            }
-            // SAFETY: `isa()` found AVX2 and FMA on this CPU.
-            Isa::Avx2 => {
-                return unsafe { avx2(a, lda, rows, b, k, n, c, ldc, accumulate, alpha, epilogue) }
-            }
-            Isa::Baseline => {}
+        if matches!(isa(), Isa::Avx512 | Isa::Avx2) {
+            // SAFETY: `isa()` found AVX2 and FMA on this CPU (every AVX-512 CPU it accepts has
+            // them too; the tile is the AVX2 one on both).
+            return unsafe { avx2(a, lda, rows, b, k, n, c, ldc, accumulate, alpha, epilogue) };
         }
     }
     gemm::gemm::<4>(

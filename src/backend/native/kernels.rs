@@ -172,11 +172,11 @@ pub fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// erf by its Taylor series in f64 (converges for |x| <= 4 with enough terms).
-    fn erf_f64(x: f64) -> f64 {
+    pub(crate) fn erf_f64(x: f64) -> f64 {
         let mut term = x;
         let mut total = x;
         for n in 1..200 {
