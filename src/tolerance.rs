@@ -6,9 +6,10 @@ pub const BACKBONE_MAX_ABS: f32 = 1e-4;
 pub const BACKBONE_MIN_MEAN_COSINE: f64 = 0.99999;
 
 /// An int8-dynamic backbone (`export_backbone.py --quantize int8-dynamic`) vs PyTorch's float
-/// model (issue #12): largest 1 - mean patch cosine. Measured 4.2e-5 on the tiny fixture,
-/// 8e-5 to 2.8e-4 on ViT-S/16.
-pub const INT8_MAX_ONE_MINUS_COSINE: f64 = 1e-3;
+/// model (issue #12): largest 1 - mean patch cosine. onnxruntime's int8 kernels differ by CPU:
+/// measured 4.2e-5 on the tiny fixture with AVX-512 VNNI (Intel), 1.18e-3 on an AVX2-only AMD
+/// EPYC (u8 x s8 products without VNNI); 8e-5 to 2.8e-4 on ViT-S/16 (Intel).
+pub const INT8_MAX_ONE_MINUS_COSINE: f64 = 2e-3;
 
 /// Task heads in Rust vs PyTorch on the same features (issue #4): max abs error of logits and
 /// depth (metres), raw and upsampled to camera pixels.

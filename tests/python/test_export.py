@@ -372,7 +372,9 @@ def test_int8_model_is_close_to_pytorch_but_not_equal() -> None:
     got = run_ort(TINY_INT8, np.load(ref / "input.npy"))
     torch_out = {"patch_tokens": np.load(ref / "patch_tokens.npy")}
     one_minus_cos, max_abs = eb.fidelity(torch_out, got, "patch_tokens")
-    assert one_minus_cos <= 1e-3, one_minus_cos
+    # Same bound as the Rust side's INT8_MAX_ONE_MINUS_COSINE: onnxruntime's int8 kernels differ
+    # by CPU (4.2e-5 with AVX-512 VNNI, 1.18e-3 on an AVX2-only AMD EPYC).
+    assert one_minus_cos <= 2e-3, one_minus_cos
     assert max_abs > 1e-4, "quantised: not bit-equal to the float model"
 
 

@@ -473,9 +473,14 @@ def test_finetune_smoke(data: dict[str, Path], tmp_path: Path) -> None:
     assert not torch.equal(tuned["model.layer.1.mlp.up_proj.weight"], sd["model.layer.1.mlp.up_proj.weight"])
     assert not torch.equal(tuned["norm.weight"], sd["norm.weight"])
     assert torch.equal(tuned["embeddings.patch_embeddings.weight"], sd["embeddings.patch_embeddings.weight"])
+    hf_weights = (out / "finetuned_backbone_hf" / "model.safetensors").read_bytes()
+    assert bb["weights_sha256"] == hashlib.sha256(hf_weights).hexdigest()
+    assert (bb_onnx.with_suffix(".hf") / "model.safetensors").read_bytes() == hf_weights
     for task in ("segmentation", "detection"):
         m = json.loads((out / f"{task}.json").read_text())
-        assert m["backbone"]["onnx_sha256"] == bb["onnx_sha256"]
+        # Heads record the weights' identity: the sha256 of the adapted backbone's checkpoint
+        # folder, copied byte for byte beside its ONNX.
+        assert m["backbone"]["onnx_sha256"] == bb["weights_sha256"]
         assert m["training"]["mode"] == "finetune"
         assert run_ort(out / f"{task}.onnx", {"patch_tokens": np.zeros((1, C, 4, 6), np.float32)})
 
