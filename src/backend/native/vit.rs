@@ -285,46 +285,28 @@ impl Vit {
             )?;
             out.scale_outputs(&t.get(&format!("{pre}.layer_scale1.lambda1"), &[c])?);
             let ls2 = t.get(&format!("{pre}.layer_scale2.lambda1"), &[c])?;
+            let mlp_linear = |name: &str, outputs: usize, inputs: usize| {
+                Linear::load(
+                    t,
+                    &format!("{pre}.mlp.{name}"),
+                    outputs,
+                    inputs,
+                    config.mlp_bias,
+                )
+            };
+            let up = mlp_linear("up_proj", inter, c)?;
+            let mut down = mlp_linear("down_proj", c, inter)?;
+            down.scale_outputs(&ls2);
+            let down = down.pack();
             let mlp = match kind {
-                MlpKind::Gelu => {
-                    let up =
-                        Linear::load(t, &format!("{pre}.mlp.up_proj"), inter, c, config.mlp_bias)?;
-                    let mut down = Linear::load(
-                        t,
-                        &format!("{pre}.mlp.down_proj"),
-                        c,
-                        inter,
-                        config.mlp_bias,
-                    )?;
-                    down.scale_outputs(&ls2);
-                    Mlp::Gelu {
-                        up: up.pack(),
-                        down: down.pack(),
-                    }
-                }
-                MlpKind::SwiGlu => {
-                    let gate = Linear::load(
-                        t,
-                        &format!("{pre}.mlp.gate_proj"),
-                        inter,
-                        c,
-                        config.mlp_bias,
-                    )?;
-                    let up =
-                        Linear::load(t, &format!("{pre}.mlp.up_proj"), inter, c, config.mlp_bias)?;
-                    let mut down = Linear::load(
-                        t,
-                        &format!("{pre}.mlp.down_proj"),
-                        c,
-                        inter,
-                        config.mlp_bias,
-                    )?;
-                    down.scale_outputs(&ls2);
-                    Mlp::SwiGlu {
-                        gate_up: Linear::concat(vec![gate, up]).pack(),
-                        down: down.pack(),
-                    }
-                }
+                MlpKind::Gelu => Mlp::Gelu {
+                    up: up.pack(),
+                    down,
+                },
+                MlpKind::SwiGlu => Mlp::SwiGlu {
+                    gate_up: Linear::concat(vec![mlp_linear("gate_proj", inter, c)?, up]).pack(),
+                    down,
+                },
             };
             blocks.push(Block {
                 norm1: LayerNorm::load(t, &format!("{pre}.norm1"), c, eps)?,
