@@ -4,6 +4,8 @@
 //! `cargo run --release --example gemm_bench -- THREADS [ITERS]` prints one Markdown row per
 //! shape: milliseconds and GFLOP/s of each, and ours / crate.
 
+#![allow(unsafe_code, reason = "the gemm crate's product takes raw pointers")]
+
 use std::time::Instant;
 
 use dinov3_perception::backend::native::cpu;

@@ -30,6 +30,8 @@
 //! Prints one JSON object on stdout (progress on stderr); `benches/bench_record.py` makes the
 //! table. A paced run with any drop fails the benchmark (exit status 1, after the JSON).
 
+#![allow(unsafe_code, reason = "FFI: getrusage and sync")]
+
 #[path = "common/mod.rs"]
 #[allow(
     dead_code,

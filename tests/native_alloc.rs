@@ -3,6 +3,8 @@
 //!
 //! `Session::run` (the `Backend` interface the pipeline uses) also copies each output into the
 //! tensors it returns; that copy is counted separately and bounded by the number of outputs.
+
+#![allow(unsafe_code, reason = "a counting global allocator")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -415,6 +415,7 @@ mod tests {
     }
 
     /// Counts, for the threads that ask, the largest single allocation requested.
+    #[allow(unsafe_code, reason = "a counting global allocator (test only)")]
     mod peak {
         use std::alloc::{GlobalAlloc, Layout, System};
         use std::cell::Cell;

@@ -38,6 +38,7 @@ use crate::frame::{Clock, Frame};
 use crate::telemetry::RateLimit;
 
 mod capture;
+#[allow(unsafe_code, reason = "the V4L2 streaming ioctls, mmap and poll")]
 mod device;
 mod format;
 mod stamping;
