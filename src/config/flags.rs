@@ -19,8 +19,8 @@ pub struct BackboneFlags {
     /// processor does) or letterbox (keep the aspect ratio and pad).
     #[arg(long)]
     pub resize: Option<String>,
-    /// Inference backend: tract (default) | onnxruntime (needs the `onnxruntime` build
-    /// feature; ONNX Runtime is loaded at run time).
+    /// Inference backend: native (default; our DINOv3 engine) | tract | onnxruntime (needs the
+    /// `onnxruntime` build feature; ONNX Runtime is loaded at run time).
     #[arg(long)]
     pub backend: Option<String>,
     /// Threads for matrix products (default 0 = all cores).

@@ -386,13 +386,34 @@ pub fn load_params_file(
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err(format!("cannot read it ({e}); check the path")))?;
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read it ({e}); check the path")))?;
+    parse_params_file(&bytes, path, node_name, namespace)
+}
+
+/// [`load_params_file`] on a file's bytes already read; `path` names it in errors and logs.
+/// The fuzz target `params_yaml` feeds this.
+pub fn parse_params_file(
+    bytes: &[u8],
+    path: &Path,
+    node_name: &str,
+    namespace: &str,
+) -> Result<Vec<(String, ParameterValue)>, ParamError> {
+    let err = |reason: String| ParamError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| err(format!("not text ({e}): the file is damaged or not a parameter file")))?;
     let doc: Yaml =
-        serde_yaml_ng::from_str(&text).map_err(|e| err(format!("not valid YAML: {e}")))?;
+        serde_yaml_ng::from_str(text).map_err(|e| err(format!("not valid YAML: {e}")))?;
     let top = match doc {
         Yaml::Mapping(m) => m,
-        Yaml::Null => return Ok(Vec::new()),
+        // An empty file is a copy cut short far more often than a choice: refuse it.
+        Yaml::Null => {
+            return Err(err(
+                "it is empty; give it a `dinov3_perception: {ros__parameters: {...}}` section, or drop --params-file".into(),
+            ))
+        }
         _ => {
             return Err(err(
                 "the top level must map node names to `ros__parameters:` (e.g. `dinov3_perception: {ros__parameters: {...}}`)".into(),
