@@ -202,3 +202,38 @@ fn undistorts_with_a_real_calibration() {
         "{err}"
     );
 }
+
+/// `bin` with extra environment variables.
+fn bin_with_env(args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dinov3_perception"))
+        .args(args)
+        .env("RUST_LOG", "info,rustdds=error")
+        .env("ROS_LOCALHOST_ONLY", "1")
+        .env("ROS_DOMAIN_ID", common::test_domain().to_string())
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn enforced_dds_security_refuses_to_start_unsecured() {
+    let args = ["run", "--max-frames", "1", "--no-heads", "--fps", "0"];
+    let enforce = [("ROS_SECURITY_ENABLE", "true"), ("ROS_SECURITY_STRATEGY", "Enforce")];
+    let o = bin_with_env(&args, &enforce);
+    assert_bad_input(
+        &o,
+        &["ROS_SECURITY_STRATEGY=Enforce", "no DDS security", "--no-ros"],
+    );
+    // Offline there is no DDS to secure.
+    let mut offline = args.to_vec();
+    offline.push("--no-ros");
+    let o = bin_with_env(&offline, &enforce);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Permissive: runs, unsecured, and says so.
+    let o = bin_with_env(
+        &args,
+        &[("ROS_SECURITY_ENABLE", "true"), ("ROS_SECURITY_STRATEGY", "Permissive")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("runs unsecured"), "{}", stderr(&o));
+}

@@ -58,7 +58,8 @@ impl From<RosError> for ConfigError {
 /// The process environment the node reads, injectable for tests.
 #[derive(Debug, Clone)]
 pub struct NodeEnv {
-    /// `ROS_DOMAIN_ID`, `ROS_LOCALHOST_ONLY`, `ROS_AUTOMATIC_DISCOVERY_RANGE`.
+    /// `ROS_DOMAIN_ID`, `ROS_LOCALHOST_ONLY`, `ROS_AUTOMATIC_DISCOVERY_RANGE`,
+    /// `ROS_SECURITY_ENABLE`, `ROS_SECURITY_STRATEGY`.
     pub vars: BTreeMap<String, String>,
 }
 
@@ -69,6 +70,8 @@ impl NodeEnv {
             "ROS_DOMAIN_ID",
             "ROS_LOCALHOST_ONLY",
             "ROS_AUTOMATIC_DISCOVERY_RANGE",
+            "ROS_SECURITY_ENABLE",
+            "ROS_SECURITY_STRATEGY",
         ]
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
@@ -203,6 +206,9 @@ pub fn resolve(flags: &RunFlags, ros: &RosArgs, env: &NodeEnv) -> Result<NodeCon
         &ros.remaps,
         &|k| env.vars.get(k).cloned(),
     )?;
+    if !flags.no_ros {
+        node.check_security()?;
+    }
     let table = params::declare(flags)?;
     let files: Vec<PathBuf> = flags
         .params_files

@@ -48,6 +48,11 @@ pub enum RosError {
         /// What is accepted.
         reason: String,
     },
+    /// Security is enforced by the environment and this build has none.
+    #[error(
+        "ROS_SECURITY_ENABLE=true with ROS_SECURITY_STRATEGY=Enforce, but this build has no DDS security (SROS2): the node will not join the graph unsecured. Unset ROS_SECURITY_ENABLE, set ROS_SECURITY_STRATEGY=Permissive to run unsecured, or run with --no-ros (docs/dds-security.md)"
+    )]
+    SecurityUnsupported,
     /// DDS could not create an entity (sockets, ports).
     #[error("DDS: {0}")]
     Dds(String),
@@ -107,8 +112,40 @@ pub struct NodeSettings {
     pub domain_id: u16,
     /// Bind DDS to loopback only.
     pub localhost_only: bool,
+    /// What `ROS_SECURITY_ENABLE` / `ROS_SECURITY_STRATEGY` ask for.
+    pub security: SecurityRequest,
     /// Topics (relative names as published, e.g. `dinov3/detections`) made reliable.
     pub reliable_topics: BTreeSet<String>,
+}
+
+/// DDS security (SROS2) as the environment asks for it. This build has none
+/// (docs/dds-security.md): Enforce refuses to start, Permissive runs unsecured with a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecurityRequest {
+    /// `ROS_SECURITY_ENABLE` is not `true`.
+    #[default]
+    Off,
+    /// `ROS_SECURITY_ENABLE=true` without `ROS_SECURITY_STRATEGY=Enforce`.
+    Permissive,
+    /// `ROS_SECURITY_ENABLE=true` and `ROS_SECURITY_STRATEGY=Enforce`.
+    Enforce,
+}
+
+impl NodeSettings {
+    /// Before joining the graph: refuse to talk in the clear where the environment enforces
+    /// security; warn where it only asks for it.
+    pub fn check_security(&self) -> Result<(), RosError> {
+        match self.security {
+            SecurityRequest::Off => Ok(()),
+            SecurityRequest::Permissive => {
+                log::warn!(
+                    "ROS_SECURITY_ENABLE=true, but this build has no DDS security: the node runs unsecured (ROS_SECURITY_STRATEGY is not Enforce); see docs/dds-security.md"
+                );
+                Ok(())
+            }
+            SecurityRequest::Enforce => Err(RosError::SecurityUnsupported),
+        }
+    }
 }
 
 /// The default node name.
@@ -182,12 +219,32 @@ impl NodeSettings {
                 }
             },
         };
-        let localhost_only = match env("ROS_AUTOMATIC_DISCOVERY_RANGE")
+        // rcl's rules (Jazzy): ROS_LOCALHOST_ONLY=1 wins over ROS_AUTOMATIC_DISCOVERY_RANGE
+        // ("automatic_discovery_range will be ignored"). OFF means no discovery at all, which
+        // RustDDS cannot do; loopback is the nearest it can keep to.
+        let localhost_var = match env("ROS_LOCALHOST_ONLY").as_deref() {
+            Some("1") => true,
+            Some("0") | Some("") | None => false,
+            Some(other) => {
+                return Err(RosError::Env {
+                    var: "ROS_LOCALHOST_ONLY",
+                    value: other.to_string(),
+                    reason: "give 1 (loopback only) or 0".into(),
+                })
+            }
+        };
+        let range_localhost = match env("ROS_AUTOMATIC_DISCOVERY_RANGE")
             .filter(|v| !v.is_empty())
             .as_deref()
         {
             Some("LOCALHOST") => true,
-            Some("SUBNET") | Some("SYSTEM_DEFAULT") | Some("OFF") => false,
+            Some("OFF") => {
+                log::warn!(
+                    "ROS_AUTOMATIC_DISCOVERY_RANGE=OFF: this node cannot switch discovery off; it stays on loopback (other processes on this machine still discover it)"
+                );
+                true
+            }
+            Some("SUBNET") | Some("SYSTEM_DEFAULT") | None => false,
             Some(other) => {
                 return Err(RosError::Env {
                     var: "ROS_AUTOMATIC_DISCOVERY_RANGE",
@@ -195,17 +252,16 @@ impl NodeSettings {
                     reason: "give LOCALHOST, SUBNET, OFF or SYSTEM_DEFAULT".into(),
                 })
             }
-            None => match env("ROS_LOCALHOST_ONLY").as_deref() {
-                Some("1") => true,
-                Some("0") | Some("") | None => false,
-                Some(other) => {
-                    return Err(RosError::Env {
-                        var: "ROS_LOCALHOST_ONLY",
-                        value: other.to_string(),
-                        reason: "give 1 (loopback only) or 0".into(),
-                    })
-                }
-            },
+        };
+        let localhost_only = localhost_var || range_localhost;
+        // SROS2: rcl's rules, `true` and `Enforce` exactly as written.
+        let security = match (
+            env("ROS_SECURITY_ENABLE").as_deref(),
+            env("ROS_SECURITY_STRATEGY").as_deref(),
+        ) {
+            (Some("true"), Some("Enforce")) => SecurityRequest::Enforce,
+            (Some("true"), _) => SecurityRequest::Permissive,
+            _ => SecurityRequest::Off,
         };
         Ok(NodeSettings {
             node_name,
@@ -213,6 +269,7 @@ impl NodeSettings {
             remaps: remaps.to_vec(),
             domain_id,
             localhost_only,
+            security,
             reliable_topics: BTreeSet::new(),
         })
     }
@@ -631,9 +688,25 @@ mod tests {
         )
         .unwrap();
         assert!(
-            !s.localhost_only,
-            "the Jazzy variable wins over the deprecated one"
+            s.localhost_only,
+            "ROS_LOCALHOST_ONLY=1 wins over ROS_AUTOMATIC_DISCOVERY_RANGE, as in rcl"
         );
+        let s = NodeSettings::from_args(
+            None,
+            None,
+            &[],
+            &env(&[("ROS_AUTOMATIC_DISCOVERY_RANGE", "OFF")]),
+        )
+        .unwrap();
+        assert!(s.localhost_only, "OFF: the nearest RustDDS gets is loopback");
+        let s = NodeSettings::from_args(
+            None,
+            None,
+            &[],
+            &env(&[("ROS_AUTOMATIC_DISCOVERY_RANGE", "SUBNET")]),
+        )
+        .unwrap();
+        assert!(!s.localhost_only);
         for bad in ["x", "-1", "300"] {
             let e = NodeSettings::from_args(None, None, &[], &env(&[("ROS_DOMAIN_ID", bad)]))
                 .unwrap_err();
