@@ -70,6 +70,11 @@ pub fn run(flags: &RunFlags, ros_tokens: &[String]) -> Result<(), CommandError> 
     let config = config::resolve(flags, &ros, &NodeEnv::from_process())?;
     let report = run_node(config, stop)?;
     let sink_drops: u64 = report.sink_drops.values().sum();
+    // Before the last line, which scripts read for the counts.
+    log::info!(
+        "latency over the run, p50/p99 ms:{}",
+        report.timings.summary(crate::pipeline::STAGES)
+    );
     log::info!(
         "stopped after {:.1} s: {} frames captured, {} processed ({:.1} fps), {} dropped (newest wins), {} failed, {} sink drops; source: {} skipped, {} reconnects",
         report.elapsed.as_secs_f64(),

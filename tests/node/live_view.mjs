@@ -3,10 +3,12 @@
 // CDR message with @foxglove/rosmsg2-serialization, and prints a JSON summary per topic.
 //
 //   node live_view.mjs ws://127.0.0.1:8765 [--seconds 20] [--connect-seconds 60] [--min-count 3]
+//                      [--counts-only]
 //
 // It stops when the server closes the connection (the node finished), when every channel has
 // --min-count messages, or after --seconds; then prints the summary on stdout and exits 0. A
-// connection that never opens within --connect-seconds exits 1.
+// connection that never opens within --connect-seconds exits 1. --counts-only (for hour-long
+// soaks) still decodes every message but keeps only the counts, so the client's memory stays flat.
 
 import wsProtocol from "@foxglove/ws-protocol"; // CommonJS: no named exports under Node ESM
 import rosmsg from "@foxglove/rosmsg";
@@ -34,6 +36,7 @@ if (!url || !url.startsWith("ws")) {
 const seconds = option("--seconds", 20);
 const connectSeconds = option("--connect-seconds", 60);
 const minCount = option("--min-count", 0);
+const countsOnly = process.argv.includes("--counts-only");
 
 const topics = new Map(); // channel id -> summary
 const readers = new Map(); // channel id -> MessageReader
@@ -120,13 +123,13 @@ function connect(deadline) {
     const topic = topics.get(id);
     if (!topic) return;
     topic.count += 1;
-    topic.log_times.push(String(timestamp));
+    if (!countsOnly) topic.log_times.push(String(timestamp));
     const reader = readers.get(id);
     if (!reader) return;
     try {
       const message = reader.readMessage(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       if (reader.lastReadHadTrailingBytes()) topic.trailing_bytes += 1;
-      summarise(topic, message);
+      if (!countsOnly) summarise(topic, message);
     } catch (e) {
       topic.decode_failures += 1;
       if (topic.errors.length < 3) topic.errors.push(String(e));
