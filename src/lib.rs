@@ -32,6 +32,7 @@
 //! * [`config`]: flags -> parameters -> files -> overrides -> `validate()` -> `NodeConfig`.
 //! * [`calibration`]: camera_info YAML, undistortion maps, depth -> point cloud geometry.
 //! * [`ros`]: the ROS 2 node (ros2-client): messages, topics, QoS, parameters, services.
+//! * [`fuzz`]: fuzz targets: arbitrary bytes into each parser of outside input (`fuzz/`, `scripts/fuzz.sh`).
 
 pub mod backend;
 pub mod bag;
@@ -43,6 +44,7 @@ pub mod dataset;
 pub mod eval;
 pub mod features;
 pub mod frame;
+pub mod fuzz;
 pub mod heads;
 pub mod image_io;
 pub mod model;

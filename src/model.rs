@@ -785,10 +785,18 @@ fn read_manifest(path: &Path) -> Result<Manifest, ModelError> {
         path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::BadManifest {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    Manifest::parse(&text, path)
+}
+
+impl Manifest {
+    /// Parse a backbone manifest's JSON (what [`BackboneModel::load`] reads beside the ONNX);
+    /// `origin` names it in errors. The checks against the graph come later, at load.
+    pub fn parse(text: &str, origin: &Path) -> Result<Manifest, ModelError> {
+        serde_json::from_str(text).map_err(|e| ModelError::BadManifest {
+            path: origin.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
 }
 
 fn read_proto(path: &Path) -> Result<pb::ModelProto, ModelError> {

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek};
+use std::io::{Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -95,6 +95,20 @@ pub struct Topic {
 pub fn summary(file: &Path) -> Result<Option<mcap::Summary>, BagError> {
     let mut f = File::open(file).map_err(|e| BagError::io(file, e))?;
     let size = f.metadata().map_err(|e| BagError::io(file, e))?.len();
+    summary_from(&mut f, size, file)
+}
+
+/// [`summary`] of an `.mcap` file's bytes already in memory; `origin` names it in errors.
+pub fn summary_of_bytes(bytes: &[u8], origin: &Path) -> Result<Option<mcap::Summary>, BagError> {
+    summary_from(&mut Cursor::new(bytes), bytes.len() as u64, origin)
+}
+
+/// The summary read from `f` (`size` bytes long), `file` naming it in errors.
+fn summary_from<R: Read + Seek>(
+    f: &mut R,
+    size: u64,
+    file: &Path,
+) -> Result<Option<mcap::Summary>, BagError> {
     let mut reader = SummaryReader::new_with_options(
         mcap::sans_io::SummaryReaderOptions::default().with_file_size(size),
     );
@@ -125,32 +139,46 @@ pub fn topics(files: &[PathBuf]) -> Result<Vec<Topic>, BagError> {
     let mut out: Vec<Topic> = Vec::new();
     for file in files {
         let s = summary(file)?.ok_or_else(|| cut_short(file))?;
-        let counts = s
-            .stats
-            .as_ref()
-            .map(|st| st.channel_message_counts.clone())
-            .unwrap_or_default();
-        let mut channels: Vec<_> = s.channels.values().collect();
-        channels.sort_by_key(|c| c.id);
-        for c in channels {
-            let n = counts.get(&c.id).copied().unwrap_or(0);
-            let ros_type = c
-                .schema
-                .as_ref()
-                .map(|s| s.name.clone())
-                .unwrap_or_default();
-            match out.iter_mut().find(|t| t.name == c.topic) {
-                Some(t) => t.message_count += n,
-                None => out.push(Topic {
-                    name: c.topic.clone(),
-                    ros_type,
-                    encoding: c.message_encoding.clone(),
-                    message_count: n,
-                }),
-            }
-        }
+        add_topics(&mut out, &s);
     }
     Ok(out)
+}
+
+/// [`topics`] of one `.mcap` file's bytes already in memory; `origin` names it in errors.
+pub fn topics_of_bytes(bytes: &[u8], origin: &Path) -> Result<Vec<Topic>, BagError> {
+    let s = summary_of_bytes(bytes, origin)?.ok_or_else(|| cut_short(origin))?;
+    let mut out = Vec::new();
+    add_topics(&mut out, &s);
+    Ok(out)
+}
+
+/// Add the channels of one file's summary to `out` (message counts of a topic already there
+/// are added up).
+fn add_topics(out: &mut Vec<Topic>, s: &mcap::Summary) {
+    let counts = s
+        .stats
+        .as_ref()
+        .map(|st| st.channel_message_counts.clone())
+        .unwrap_or_default();
+    let mut channels: Vec<_> = s.channels.values().collect();
+    channels.sort_by_key(|c| c.id);
+    for c in channels {
+        let n = counts.get(&c.id).copied().unwrap_or(0);
+        let ros_type = c
+            .schema
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        match out.iter_mut().find(|t| t.name == c.topic) {
+            Some(t) => t.message_count += n,
+            None => out.push(Topic {
+                name: c.topic.clone(),
+                ros_type,
+                encoding: c.message_encoding.clone(),
+                message_count: n,
+            }),
+        }
+    }
 }
 
 fn cut_short(file: &Path) -> BagError {
@@ -194,11 +222,29 @@ pub struct Definitions {
     pub channels: HashMap<u16, mcap::records::Channel>,
 }
 
+/// One file of a bag to read: on disk, or its bytes already in memory.
+enum BagInput {
+    Path(PathBuf),
+    /// The name it goes by in errors, and the bytes (taken when the file is opened).
+    Bytes(PathBuf, Vec<u8>),
+}
+
+impl std::fmt::Debug for BagInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BagInput::Path(p) => p.fmt(f),
+            BagInput::Bytes(p, bytes) => {
+                write!(f, "{} ({} bytes in memory)", p.display(), bytes.len())
+            }
+        }
+    }
+}
+
 /// Every message of a bag, file after file, in file order.
 pub struct Messages {
-    files: Vec<PathBuf>,
+    files: Vec<BagInput>,
     next_file: usize,
-    current: Option<(PathBuf, File, LinearReader)>,
+    current: Option<(PathBuf, Box<dyn Read + Send>, LinearReader)>,
     channels: HashMap<u16, Channel>,
     definitions: Definitions,
     lenient: bool,
@@ -218,6 +264,23 @@ impl std::fmt::Debug for Messages {
 impl Messages {
     /// Read `files` strictly: a file cut short is an error.
     pub fn new(files: Vec<PathBuf>) -> Self {
+        Self::from_inputs(files.into_iter().map(BagInput::Path).collect())
+    }
+
+    /// Read one `.mcap` file's bytes already in memory, strictly; `origin` names it in errors.
+    pub fn from_bytes(origin: PathBuf, bytes: Vec<u8>) -> Self {
+        Self::from_inputs(vec![BagInput::Bytes(origin, bytes)])
+    }
+
+    /// [`Messages::from_bytes`], read as [`Messages::lenient`] reads.
+    pub fn lenient_from_bytes(origin: PathBuf, bytes: Vec<u8>) -> Self {
+        Messages {
+            lenient: true,
+            ..Self::from_bytes(origin, bytes)
+        }
+    }
+
+    fn from_inputs(files: Vec<BagInput>) -> Self {
         Messages {
             files,
             next_file: 0,
@@ -245,11 +308,20 @@ impl Messages {
     }
 
     fn open_next(&mut self) -> Result<bool, BagError> {
-        let Some(path) = self.files.get(self.next_file).cloned() else {
+        let Some(input) = self.files.get_mut(self.next_file) else {
             return Ok(false);
         };
         self.next_file += 1;
-        let file = File::open(&path).map_err(|e| BagError::io(&path, e))?;
+        let (path, file): (PathBuf, Box<dyn Read + Send>) = match input {
+            BagInput::Path(path) => {
+                let file = File::open(&*path).map_err(|e| BagError::io(path, e))?;
+                (path.clone(), Box::new(file))
+            }
+            // Each file is opened once: its bytes move into the reader.
+            BagInput::Bytes(path, bytes) => {
+                (path.clone(), Box::new(Cursor::new(std::mem::take(bytes))))
+            }
+        };
         self.channels.clear();
         self.definitions = Definitions::default();
         self.current = Some((path, file, LinearReader::new()));

@@ -189,7 +189,12 @@ impl HeadManifest {
             path: path.to_path_buf(),
             source,
         })?;
-        let manifest: HeadManifest = serde_json::from_str(&text).map_err(|e| {
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate a manifest's JSON text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, HeadError> {
+        let manifest: HeadManifest = serde_json::from_str(text).map_err(|e| {
             HeadError::invalid(
                 path,
                 format!("not a head manifest: {e}"),

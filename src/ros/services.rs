@@ -169,6 +169,51 @@ fn decode_request<R: DeserializeOwned>(
     }
 }
 
+/// Which of the two request layouts a payload was read in (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestLayout {
+    /// The bare request (rmw_fastrtps, rmw_connextdds).
+    Enhanced,
+    /// rmw_cyclonedds' 16-byte header, then the request.
+    Cyclone,
+}
+
+/// Tell the layout apart and decode a request payload as `R`, exactly as the services do, and
+/// encode a reply in that layout (an echo of the request: the same encoder as the replies).
+/// `payload`: the sample's bytes after the 4-byte encapsulation header; `big_endian`: the
+/// header said CDR_BE; `related_identity`: the sample carried a `related_sample_identity`
+/// inline QoS. For tests and the fuzz target `parameter_request`, which have no DDS sample.
+pub fn decode_request_payload<R: DeserializeOwned + Serialize>(
+    payload: &[u8],
+    big_endian: bool,
+    related_identity: bool,
+) -> Result<(RequestLayout, R), String> {
+    let sample = RawSample {
+        bytes: payload.to_vec(),
+        encoding: if big_endian {
+            RepresentationIdentifier::CDR_BE
+        } else {
+            RepresentationIdentifier::CDR_LE
+        },
+    };
+    let id = SampleIdentity {
+        writer_guid: GUID::GUID_UNKNOWN,
+        sequence_number: SequenceNumber::new(1),
+    };
+    let (layout, req) = decode_request::<R>(
+        &sample,
+        related_identity.then_some(id),
+        id.writer_guid,
+        id.sequence_number,
+    )?;
+    encode_reply(layout, &req)?;
+    let kind = match layout {
+        Layout::Enhanced(_) => RequestLayout::Enhanced,
+        Layout::Cyclone(_) => RequestLayout::Cyclone,
+    };
+    Ok((kind, req))
+}
+
 /// Encode a reply in the request's layout.
 fn encode_reply<T: Serialize>(layout: Layout, reply: &T) -> Result<RawSample, String> {
     let mut bytes = Vec::new();

@@ -145,6 +145,29 @@ pub fn choose_topic(
     }
 }
 
+/// A recorded image message (encapsulated CDR of `ros_type`: sensor_msgs/msg/CompressedImage,
+/// else sensor_msgs/msg/Image) as replay decodes it: pixels, header stamp, frame_id.
+pub fn decode_recorded(
+    ros_type: &str,
+    data: &[u8],
+) -> Result<(DecodedImage, Stamp, String), String> {
+    if ros_type == CompressedImage::ROS_NAME {
+        let msg: CompressedImage = cdr::decode(data).map_err(|e| e.to_string())?;
+        Ok((
+            decode_compressed(&msg)?,
+            Stamp::from(msg.header.stamp),
+            msg.header.frame_id,
+        ))
+    } else {
+        let msg: Image = cdr::decode(data).map_err(|e| e.to_string())?;
+        Ok((
+            decode_image(&msg)?,
+            Stamp::from(msg.header.stamp),
+            msg.header.frame_id,
+        ))
+    }
+}
+
 impl McapSource {
     /// Open the bag and choose the image topic (errors name the file and the fix).
     pub fn open(config: McapConfig, stop: Arc<AtomicBool>) -> Result<Self, SourceError> {
@@ -177,21 +200,7 @@ impl McapSource {
     }
 
     fn decode(&self, data: &[u8]) -> Result<(DecodedImage, Stamp, String), String> {
-        if self.topic.ros_type == CompressedImage::ROS_NAME {
-            let msg: CompressedImage = cdr::decode(data).map_err(|e| e.to_string())?;
-            Ok((
-                decode_compressed(&msg)?,
-                Stamp::from(msg.header.stamp),
-                msg.header.frame_id,
-            ))
-        } else {
-            let msg: Image = cdr::decode(data).map_err(|e| e.to_string())?;
-            Ok((
-                decode_image(&msg)?,
-                Stamp::from(msg.header.stamp),
-                msg.header.frame_id,
-            ))
-        }
+        decode_recorded(&self.topic.ros_type, data)
     }
 
     /// Wait until `stamp` is due at the replay rate (the first frame is due at once).

@@ -56,6 +56,48 @@ pub struct BankManifest {
     pub top_percent: f32,
 }
 
+impl BankManifest {
+    /// Parse a bank manifest's JSON and check its fields (what [`MemoryBank::read`] reads);
+    /// `json_path` names it in errors.
+    pub fn parse(text: &str, json_path: &Path) -> Result<Self, HeadError> {
+        let manifest: BankManifest = serde_json::from_str(text).map_err(|e| {
+            HeadError::invalid(
+                json_path,
+                format!("not a memory bank manifest ({e})"),
+                format!("{} (format in models/HEADS.md)", rebuild_fix()),
+            )
+        })?;
+        let bad = |reason: String| HeadError::invalid(json_path, reason, rebuild_fix());
+        if manifest.format != BANK_FORMAT || manifest.format_version != BANK_FORMAT_VERSION {
+            return Err(bad(format!(
+                "format {:?} version {} is not {BANK_FORMAT:?} version {BANK_FORMAT_VERSION}",
+                manifest.format, manifest.format_version
+            )));
+        }
+        if manifest.patches == 0 {
+            return Err(HeadError::invalid(
+                json_path,
+                "the memory bank is empty (0 patches)",
+                format!("build it from normal images with `{BUILD_COMMAND}`"),
+            ));
+        }
+        if manifest.backbone.hidden_size == 0 {
+            return Err(bad("backbone hidden_size is 0".into()));
+        }
+        if let Err(e) = check_top_percent(manifest.top_percent) {
+            return Err(HeadError::invalid(
+                json_path,
+                e.to_string(),
+                "set \"top_percent\" in (0, 100] (1.0 is AnomalyDINO's choice)",
+            ));
+        }
+        if manifest.npz_file.trim().is_empty() {
+            return Err(bad("npz_file is empty".into()));
+        }
+        Ok(manifest)
+    }
+}
+
 /// The two files of a bank: `(<name>.bank.json, <name>.bank.npz)` for a path naming either file
 /// or the bare `<name>` (or `<name>.bank`).
 pub fn bank_paths(path: &Path) -> (PathBuf, PathBuf) {
@@ -164,40 +206,7 @@ impl MemoryBank {
                 }
             }
         })?;
-        let manifest: BankManifest = serde_json::from_str(&text).map_err(|e| {
-            HeadError::invalid(
-                &json_path,
-                format!("not a memory bank manifest ({e})"),
-                format!("{} (format in models/HEADS.md)", rebuild_fix()),
-            )
-        })?;
-        let bad = |reason: String| HeadError::invalid(&json_path, reason, rebuild_fix());
-        if manifest.format != BANK_FORMAT || manifest.format_version != BANK_FORMAT_VERSION {
-            return Err(bad(format!(
-                "format {:?} version {} is not {BANK_FORMAT:?} version {BANK_FORMAT_VERSION}",
-                manifest.format, manifest.format_version
-            )));
-        }
-        if manifest.patches == 0 {
-            return Err(HeadError::invalid(
-                &json_path,
-                "the memory bank is empty (0 patches)",
-                format!("build it from normal images with `{BUILD_COMMAND}`"),
-            ));
-        }
-        if manifest.backbone.hidden_size == 0 {
-            return Err(bad("backbone hidden_size is 0".into()));
-        }
-        if let Err(e) = check_top_percent(manifest.top_percent) {
-            return Err(HeadError::invalid(
-                &json_path,
-                e.to_string(),
-                "set \"top_percent\" in (0, 100] (1.0 is AnomalyDINO's choice)",
-            ));
-        }
-        if manifest.npz_file.trim().is_empty() {
-            return Err(bad("npz_file is empty".into()));
-        }
+        let manifest = BankManifest::parse(&text, &json_path)?;
         let npz_path = json_path
             .parent()
             .unwrap_or_else(|| Path::new(""))
@@ -222,10 +231,21 @@ impl MemoryBank {
                 }
             }
         })?;
+        Self::from_npz_bytes(manifest, &json_path, &npz_path, bytes)
+    }
+
+    /// The rest of [`MemoryBank::read`] once both files are read: `manifest` (from
+    /// [`BankManifest::parse`]) and the bytes of the `.npz` it names: sha256, shape, rows.
+    pub fn from_npz_bytes(
+        manifest: BankManifest,
+        json_path: &Path,
+        npz_path: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<Self, HeadError> {
         let actual = hex_sha256(&bytes);
         if !actual.eq_ignore_ascii_case(manifest.npz_sha256.trim()) {
             return Err(HeadError::invalid(
-                &npz_path,
+                npz_path,
                 format!(
                     "sha256 is {actual} but {} says {}; the file was modified, truncated or replaced",
                     json_path.display(),
@@ -234,7 +254,7 @@ impl MemoryBank {
                 rebuild_fix(),
             ));
         }
-        let features = read_features(&npz_path, bytes, &manifest)?;
+        let features = read_features(npz_path, bytes, &manifest)?;
         Ok(Self::from_parts(
             manifest.backbone,
             features,
