@@ -144,7 +144,13 @@ fn check_file(rel: &str) {
             o.status.code()
         );
         // The file or, for a weights-folder file, the folder it sits in.
-        let parent = path.parent().unwrap().file_name().unwrap().to_str().unwrap();
+        let parent = path
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
         assert!(
             err.contains(file_name) || (parent.ends_with(".hf") && err.contains(parent)),
             "{rel} {how:?}: the error does not name the file:\n{err}"

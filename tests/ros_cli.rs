@@ -218,11 +218,18 @@ fn bin_with_env(args: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
 #[test]
 fn enforced_dds_security_refuses_to_start_unsecured() {
     let args = ["run", "--max-frames", "1", "--no-heads", "--fps", "0"];
-    let enforce = [("ROS_SECURITY_ENABLE", "true"), ("ROS_SECURITY_STRATEGY", "Enforce")];
+    let enforce = [
+        ("ROS_SECURITY_ENABLE", "true"),
+        ("ROS_SECURITY_STRATEGY", "Enforce"),
+    ];
     let o = bin_with_env(&args, &enforce);
     assert_bad_input(
         &o,
-        &["ROS_SECURITY_STRATEGY=Enforce", "no DDS security", "--no-ros"],
+        &[
+            "ROS_SECURITY_STRATEGY=Enforce",
+            "no DDS security",
+            "--no-ros",
+        ],
     );
     // Offline there is no DDS to secure.
     let mut offline = args.to_vec();
@@ -232,7 +239,10 @@ fn enforced_dds_security_refuses_to_start_unsecured() {
     // Permissive: runs, unsecured, and says so.
     let o = bin_with_env(
         &args,
-        &[("ROS_SECURITY_ENABLE", "true"), ("ROS_SECURITY_STRATEGY", "Permissive")],
+        &[
+            ("ROS_SECURITY_ENABLE", "true"),
+            ("ROS_SECURITY_STRATEGY", "Permissive"),
+        ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("runs unsecured"), "{}", stderr(&o));

@@ -14,10 +14,19 @@ use std::path::{Path, PathBuf};
 
 /// Where `unsafe` is allowed, and why (the same reason the attribute gives).
 const ALLOWED: &[(&str, &str)] = &[
-    ("src/backend/native/mod.rs", "the native engine's `cpu` module: SIMD"),
-    ("src/source/v4l2/mod.rs", "the V4L2 `device` module: ioctl, mmap, poll"),
+    (
+        "src/backend/native/mod.rs",
+        "the native engine's `cpu` module: SIMD",
+    ),
+    (
+        "src/source/v4l2/mod.rs",
+        "the V4L2 `device` module: ioctl, mmap, poll",
+    ),
     ("src/backend/onnxruntime/mod.rs", "`gpu` and `library`: FFI"),
-    ("src/source/ros_image.rs", "a counting allocator in its tests"),
+    (
+        "src/source/ros_image.rs",
+        "a counting allocator in its tests",
+    ),
     ("tests/native_alloc.rs", "a counting global allocator"),
     ("examples/record_bench.rs", "getrusage and sync"),
     ("examples/gemm_bench.rs", "the gemm crate's raw-pointer API"),
@@ -51,7 +60,11 @@ fn opt_ins() -> Vec<(String, usize)> {
     let mut found = Vec::new();
     for file in files {
         let text = fs::read_to_string(&file).unwrap();
-        let rel = file.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+        let rel = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
         if rel == "tests/unsafe_policy.rs" {
             continue;
         }
@@ -71,13 +84,18 @@ fn opt_ins() -> Vec<(String, usize)> {
 fn cargo_toml_denies_unsafe_and_undocumented_unsafe_blocks() {
     let toml = fs::read_to_string(root().join("Cargo.toml")).unwrap();
     let section = |name: &str| -> String {
-        let start = toml.find(&format!("[{name}]")).unwrap_or_else(|| panic!("no [{name}] in Cargo.toml"));
+        let start = toml
+            .find(&format!("[{name}]"))
+            .unwrap_or_else(|| panic!("no [{name}] in Cargo.toml"));
         let rest = &toml[start + name.len() + 2..];
         let end = rest.find("\n[").unwrap_or(rest.len());
         rest[..end].to_string()
     };
     let rust = section("lints.rust");
-    assert!(rust.contains("unsafe_code = \"deny\""), "[lints.rust] must deny unsafe_code:\n{rust}");
+    assert!(
+        rust.contains("unsafe_code = \"deny\""),
+        "[lints.rust] must deny unsafe_code:\n{rust}"
+    );
     assert!(
         rust.contains("unsafe_op_in_unsafe_fn = \"deny\""),
         "[lints.rust] must deny unsafe_op_in_unsafe_fn:\n{rust}"
@@ -96,14 +114,20 @@ fn unsafe_is_allowed_only_where_listed() {
     files.dedup();
     let mut allowed: Vec<&str> = ALLOWED.iter().map(|(f, _)| *f).collect();
     allowed.sort();
-    let unlisted: Vec<_> = found.iter().filter(|(f, _)| !allowed.contains(&f.as_str())).collect();
+    let unlisted: Vec<_> = found
+        .iter()
+        .filter(|(f, _)| !allowed.contains(&f.as_str()))
+        .collect();
     assert!(
         unlisted.is_empty(),
         "`allow(unsafe_code)` outside the modules that need it (move the code into one of them, or \
          add the file to ALLOWED in tests/unsafe_policy.rs with a reason): {unlisted:?}"
     );
     let stale: Vec<_> = allowed.iter().filter(|f| !files.contains(f)).collect();
-    assert!(stale.is_empty(), "listed in ALLOWED but no longer opting in (remove them): {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "listed in ALLOWED but no longer opting in (remove them): {stale:?}"
+    );
 }
 
 #[test]
@@ -112,7 +136,15 @@ fn every_opt_in_gives_a_reason() {
     for (file, line) in opt_ins() {
         let text = fs::read_to_string(root.join(&file)).unwrap();
         // The attribute may span lines: look at it and the two after.
-        let window: String = text.lines().skip(line - 1).take(3).collect::<Vec<_>>().join(" ");
-        assert!(window.contains("reason"), "{file}:{line}: allow(unsafe_code) without a reason");
+        let window: String = text
+            .lines()
+            .skip(line - 1)
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            window.contains("reason"),
+            "{file}:{line}: allow(unsafe_code) without a reason"
+        );
     }
 }

@@ -698,7 +698,10 @@ mod tests {
             &env(&[("ROS_AUTOMATIC_DISCOVERY_RANGE", "OFF")]),
         )
         .unwrap();
-        assert!(s.localhost_only, "OFF: the nearest RustDDS gets is loopback");
+        assert!(
+            s.localhost_only,
+            "OFF: the nearest RustDDS gets is loopback"
+        );
         let s = NodeSettings::from_args(
             None,
             None,

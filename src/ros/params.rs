@@ -386,7 +386,8 @@ pub fn load_params_file(
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read it ({e}); check the path")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| err(format!("cannot read it ({e}); check the path")))?;
     parse_params_file(&bytes, path, node_name, namespace)
 }
 
@@ -402,8 +403,11 @@ pub fn parse_params_file(
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| err(format!("not text ({e}): the file is damaged or not a parameter file")))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        err(format!(
+            "not text ({e}): the file is damaged or not a parameter file"
+        ))
+    })?;
     let doc: Yaml =
         serde_yaml_ng::from_str(text).map_err(|e| err(format!("not valid YAML: {e}")))?;
     let top = match doc {

@@ -13,8 +13,10 @@ loopback, the live view on) first runs undisturbed, then faces at once:
 Pass: the node keeps its frame rate (within FPS_TOLERANCE of the undisturbed phase), its
 resident set stops growing (the last third of the disturbed phase within RSS_GROWTH_MIB of the
 first third: bounded queues, not a leak), it keeps publishing /diagnostics to a well-behaved
-reader, what it could not deliver to the live view is counted (`live_view_dropped`), and it
-exits 0 on SIGINT.
+reader, and it
+exits 0 on SIGINT. What the node drops on its side is in /diagnostics (`live_view_dropped`,
+`sink_drops`); the Foxglove SDK sheds a stalled client's oldest messages itself and only logs it
+("outbox for client ... full"), which the test requires.
 """
 
 from __future__ import annotations
@@ -159,7 +161,10 @@ def test_stalled_and_flooding_peers_do_not_slow_the_node_or_grow_its_memory(laun
         assert last - first < RSS_GROWTH_MIB, (
             f"RSS grew {first:.1f} -> {last:.1f} MiB while disturbed: {rss}\n" + node.describe())
         values = during[-1][1]
-        assert int(values["live_view_dropped"]) > 0, values
+        # The stalled client's loss happens inside the Foxglove SDK (its per-client outbox of
+        # MESSAGE_BACKLOG drops the oldest and logs it, but counts nothing we can read): the
+        # stall must have reached the server and been shed there, not buffered.
+        assert "outbox for client" in node.log(), "the live view never shed the stalled client\n" + node.describe()
         assert sent[0] > 1000, f"the flood sent only {sent[0]} requests"
         print(f"fps {base_fps:.2f} -> {disturbed_fps:.2f}; RSS {first:.1f} -> {last:.1f} MiB; "
               f"{sent[0]} parameter requests; live_view_dropped {values['live_view_dropped']}, "

@@ -13,7 +13,10 @@
 //! nothing; [`Session::run`] allocates only the output tensors it hands back.
 
 pub mod checkpoint;
-#[allow(unsafe_code, reason = "SIMD intrinsics, the thread team's shared buffers, madvise")]
+#[allow(
+    unsafe_code,
+    reason = "SIMD intrinsics, the thread team's shared buffers, madvise"
+)]
 pub mod cpu;
 pub mod gemm;
 pub mod kernels;

@@ -13,10 +13,16 @@
 //! The prepared model holds one ONNX Runtime session (an engine build is minutes on a Jetson;
 //! a second session would build a second engine); sessions handed to threads share it.
 
-#[allow(unsafe_code, reason = "FFI: libcuda and libnvinfer probes loaded at run time")]
+#[allow(
+    unsafe_code,
+    reason = "FFI: libcuda and libnvinfer probes loaded at run time"
+)]
 pub mod gpu;
 pub mod graph;
-#[allow(unsafe_code, reason = "FFI: the ONNX Runtime library loaded at run time")]
+#[allow(
+    unsafe_code,
+    reason = "FFI: the ONNX Runtime library loaded at run time"
+)]
 pub mod library;
 
 use std::path::{Path, PathBuf};
