@@ -34,22 +34,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benches"))
+from node_binary import default_binary  # noqa: E402
 E2E_OVER_PROCESSING = 2.0  # p99 end-to-end within 2x the time a frame takes to process
 
 STOPPED = re.compile(r"stopped after ([\d.]+) s: (\d+) frames captured, (\d+) processed "
                      r"\(([\d.]+) fps\), (\d+) dropped \(newest wins\), (\d+) failed, (\d+) sink drops")
 STAGE = re.compile(r" (\w+) ([\d.]+)/([\d.]+)")
-
-
-def default_binary() -> Path:
-    if os.environ.get("DINOV3_PERCEPTION_BINARY"):
-        return Path(os.environ["DINOV3_PERCEPTION_BINARY"])
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    for profile in ("release", "debug"):
-        b = target / profile / "dinov3_perception"
-        if b.is_file():
-            return b
-    sys.exit(f"no dinov3_perception binary under {target}: build it (cargo build --release)")
 
 
 def parse_log(text: str) -> dict:

@@ -36,17 +36,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def default_binary() -> Path:
-    if os.environ.get("DINOV3_PERCEPTION_BINARY"):
-        return Path(os.environ["DINOV3_PERCEPTION_BINARY"])
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    for profile in ("release", "debug"):
-        b = target / profile / "dinov3_perception"
-        if b.is_file():
-            return b
-    sys.exit(f"no dinov3_perception binary under {target}: build it (cargo build --release)")
+sys.path.insert(0, str(REPO / "benches"))
+from node_binary import default_binary  # noqa: E402
 
 
 def free_port() -> int:

@@ -46,7 +46,8 @@ from cyclonedds.domain import DomainParticipant  # noqa: E402
 from cyclonedds.sub import DataReader  # noqa: E402
 from cyclonedds.topic import Topic  # noqa: E402
 
-from node_reader import perception_binary, start_node_script  # noqa: E402
+from node_reader import perception_binary, start_node_script  # noqa: E402,F401
+from test_live_view import binary, free_port  # noqa: E402
 
 SHIM_SOURCE = REPO / "tests" / "fake_v4l2" / "fake_v4l2.c"
 WIDTH, HEIGHT, FPS = 320, 240, 30  # the demo model's input size: no resize
@@ -59,19 +60,6 @@ BACK = re.compile(r"INFO .*source::v4l2\] .*: camera back after ")
 V4L2_WARNING = re.compile(r"WARN .*source::v4l2\]")
 FINAL = re.compile(r"stopped after [\d.]+ s: (\d+) frames captured, (\d+) processed .*; "
                    r"source: (\d+) skipped, (\d+) reconnects")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def binary() -> Path:
-    b = perception_binary()
-    if not b.is_file():
-        pytest.fail(f"{b} is missing: build it first (`cargo build` or `cargo test`)")
-    return b
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from test_live_view import free_port
 from test_ros_interop import (  # noqa: F401  (launch is a fixture)
     NODE_NAME, RELIABLE, Peer, collect, fresh_domain, launch, node_args, pipeline_status, r,
 )
@@ -73,14 +74,6 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise AssertionError(f"no VmRSS for {pid}")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def flood(peer: Peer, stop: threading.Event, sent: list) -> None:
