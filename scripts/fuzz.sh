@@ -5,10 +5,12 @@
 #   FUZZ_SANITIZER=address scripts/fuzz.sh 600             # with AddressSanitizer
 #
 # Needs the nightly toolchain (installed beside stable here) and cargo-fuzz, installed from the
-# Rust registry when missing. Sanitizer: none by default. The targets are safe Rust except for
-# the SIMD/FFI modules they do not reach, so ASan adds little beyond libFuzzer's own checks
-# (panics, OOM over -rss_limit_mb, timeouts) and makes the cold build of the dependencies
-# (tract, ros2-client) about twice as long on 2 cores; set FUZZ_SANITIZER=address for it.
+# Rust registry when missing. Sanitizer: none by default, chosen for build time: the bugs these
+# safe-Rust parsers can have (panics, overflows, OOM over -rss_limit_mb, hangs) libFuzzer
+# catches by itself, and ASan makes the cold build of the dependencies (tract, ros2-client)
+# much longer on 2 cores. Our own unsafe modules (SIMD GEMM, FFI, V4L2 ioctls) are not on these
+# paths, but dependencies' unsafe code is (yuvutils-rs and zune-jpeg SIMD, the zstd / lz4 C
+# decoders of MCAP chunks), and only ASan checks that: FUZZ_SANITIZER=address for a deep run.
 #
 # Per target it prints and appends to fuzz/campaign-results.md (or $FUZZ_RESULTS): executions
 # (libFuzzer's stat::number_of_executed_units), coverage (cov: edges, ft: features of the last
@@ -32,8 +34,12 @@ if [[ ${#targets[@]} -eq 0 ]]; then
     mapfile -t targets < <(cargo +nightly fuzz list --fuzz-dir fuzz)
 fi
 
+# Release code WITH debug assertions and overflow checks (`-a`): `-O` alone turns them off in
+# cargo-fuzz, and an overflow is one of the bugs we are after.
+BUILD=(--fuzz-dir fuzz -s "$SANITIZER" -O -a)
+
 echo "== building ${#targets[@]} targets (sanitizer: $SANITIZER)"
-cargo +nightly fuzz build --fuzz-dir fuzz -s "$SANITIZER" -O
+cargo +nightly fuzz build "${BUILD[@]}"
 
 {
     echo
@@ -49,10 +55,10 @@ for t in "${targets[@]}"; do
     # A private working corpus seeded from the committed one (which stays small).
     work=fuzz/target/corpus/$t
     mkdir -p "$work" "fuzz/artifacts/$t"
-    crashes_before=$(find "fuzz/artifacts/$t" -type f | wc -l)
+    find "fuzz/artifacts/$t" -type f | sort > "$log.before"
     echo "== $t: ${SECONDS_PER_TARGET} s"
     set +e
-    cargo +nightly fuzz run --fuzz-dir fuzz -s "$SANITIZER" -O "$t" "$work" "fuzz/corpus/$t" -- \
+    cargo +nightly fuzz run "${BUILD[@]}" "$t" "$work" "fuzz/corpus/$t" -- \
         -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 -rss_limit_mb=2048 \
         -timeout=10 > "$log" 2>&1
     rc=$?
@@ -63,12 +69,19 @@ for t in "${targets[@]}"; do
     cov=$(grep -o 'cov: [0-9]*' <<< "$last" | grep -o '[0-9]*' || true)
     ft=$(grep -o 'ft: [0-9]*' <<< "$last" | grep -o '[0-9]*' || true)
     corp=$(grep -o 'corp: [0-9]*' <<< "$last" | grep -o '[0-9]*' || true)
-    crashes=$(( $(find "fuzz/artifacts/$t" -type f | wc -l) - crashes_before ))
+    mapfile -t new < <(find "fuzz/artifacts/$t" -type f | sort | comm -13 "$log.before" -)
+    rm -f "$log.before"
+    crashes=${#new[@]}
     echo "| $t | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | ${corp:-?} | $crashes |" | tee -a "$RESULTS"
     if [[ $rc -ne 0 || $crashes -ne 0 ]]; then
         status=1
         echo "   $t failed (exit $rc): log $log; inputs in fuzz/artifacts/$t/" >&2
         tail -n 30 "$log" >&2
+        for f in "${new[@]}"; do
+            echo "   crash input $f: minimise it with" >&2
+            echo "     cargo +nightly fuzz tmin ${BUILD[*]} $t $f" >&2
+            echo "   then fix the parser and copy the minimised input to fuzz/regressions/$t/" >&2
+        done
     else
         rm -f "$log"
     fi

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 use dinov3_perception::fuzz;
 
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target: arbitrary bytes in, nothing out (a panic is the failure).
+type Target = fn(&[u8]);
+
+const TARGETS: &[(&str, Target)] = &[
     ("frame_conversion", fuzz::frame_conversion),
     ("camera_info_yaml", fuzz::camera_info_yaml),
     ("params_yaml", fuzz::params_yaml),
