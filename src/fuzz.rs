@@ -32,15 +32,15 @@ use crate::source::mcap::{choose_topic, decode_recorded};
 use crate::source::ros_image::{decode_compressed, decode_image};
 
 /// Most pixels an image may have for the harness to decode it (3 MB as RGB8).
-const MAX_PIXELS: u64 = 1 << 20;
+pub const MAX_PIXELS: u64 = 1 << 20;
 /// Most pixels for which a calibration's undistortion map and ray table are built.
-const MAX_CALIBRATION_PIXELS: u64 = 1 << 12;
+pub const MAX_CALIBRATION_PIXELS: u64 = 1 << 12;
 /// Most float32 values a memory bank may claim (4 MB).
-const MAX_BANK_VALUES: u64 = 1 << 20;
+pub const MAX_BANK_VALUES: u64 = 1 << 20;
 /// Most bytes of a bank `.npz` (deflated entries inflate up to ~1000x).
-const MAX_NPZ_BYTES: usize = 16 << 10;
+pub const MAX_NPZ_BYTES: usize = 16 << 10;
 /// Most messages read from one MCAP input.
-const MAX_MESSAGES: usize = 256;
+pub const MAX_MESSAGES: usize = 256;
 
 /// The node's declared parameters with every flag at its default.
 fn declared_params() -> Option<ParamTable> {
