@@ -375,6 +375,14 @@ fn key_matches(key: &str, node_name: &str, namespace: &str) -> bool {
         || (key.ends_with("/*") && key.trim_end_matches("/*") == ns)
 }
 
+/// An error in the parameter file at `path`.
+fn file_error(path: &Path, reason: String) -> ParamError {
+    ParamError::File {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
 /// Read a ROS 2 parameter file and return the flattened parameters of the sections that apply
 /// to the node (in file order).
 pub fn load_params_file(
@@ -382,12 +390,8 @@ pub fn load_params_file(
     node_name: &str,
     namespace: &str,
 ) -> Result<Vec<(String, ParameterValue)>, ParamError> {
-    let err = |reason: String| ParamError::File {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let bytes =
-        std::fs::read(path).map_err(|e| err(format!("cannot read it ({e}); check the path")))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| file_error(path, format!("cannot read it ({e}); check the path")))?;
     parse_params_file(&bytes, path, node_name, namespace)
 }
 
@@ -399,10 +403,7 @@ pub fn parse_params_file(
     node_name: &str,
     namespace: &str,
 ) -> Result<Vec<(String, ParameterValue)>, ParamError> {
-    let err = |reason: String| ParamError::File {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let err = |reason: String| file_error(path, reason);
     let text = std::str::from_utf8(bytes).map_err(|e| {
         err(format!(
             "not text ({e}): the file is damaged or not a parameter file"
